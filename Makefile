@@ -1,0 +1,123 @@
+# Makefile: builds every pgd library, binary, test and benchmark into build/ (see README.md).
+#   make            build everything (CPU; CUDA parts when nvcc and cudnn.h are found)
+#   make test       install missing Debian packages, build, run every CUnit suite and integration test
+#   make asan       the same tests under AddressSanitizer + UBSan (build/asan)
+#   make fuzz       run each libFuzzer target for FUZZ_SECONDS (clang)
+#   make bench      build the benchmarks (bench/README.md says how to run them)
+#   make deps       install the Debian packages the project needs, when missing
+
+BUILD ?= build
+CC ?= cc
+ifeq ($(origin CC),default)
+CC := gcc
+endif
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -D_GNU_SOURCE $(WARN) -pthread -fno-strict-aliasing -I. -Icommon
+LDLIBS := -lzmq -lpng -lz -lm -lrt -pthread
+TEST_LDLIBS := -lcunit
+
+ifeq ($(SANITIZE),1)
+CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+# --- CUDA detection: nvcc + cudnn.h under CUDA_HOME (default /usr/local/cuda) --------------------------
+CUDA_HOME ?= /usr/local/cuda
+NVCC := $(wildcard $(CUDA_HOME)/bin/nvcc)
+CUDNN_H := $(firstword $(wildcard $(CUDA_HOME)/include/cudnn.h /usr/include/cudnn.h \
+                                  /usr/include/x86_64-linux-gnu/cudnn.h))
+ifneq ($(and $(NVCC),$(CUDNN_H)),)
+HAVE_CUDA := 1
+CUDA_VERSION := $(shell $(NVCC) --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')
+CUDA_MSG := found: nvcc $(CUDA_VERSION) ($(NVCC)), cudnn.h ($(CUDNN_H)); GPU backend enabled
+else
+HAVE_CUDA := 0
+CUDA_MSG := not found (need $(CUDA_HOME)/bin/nvcc and cudnn.h; set CUDA_HOME): CPU-only build
+endif
+ifeq ($(MAKELEVEL),0)
+ifeq ($(filter deps clean,$(MAKECMDGOALS)),)
+$(info pgd: cuda $(CUDA_MSG))
+endif
+endif
+CFLAGS += -DPGD_HAVE_CUDA=$(HAVE_CUDA)
+
+# --- sources ----------------------------------------------------------------------------------------
+# common/*.c -> libpgd_common.a. For each process folder D: D/main.c is the pgd-D binary and every other
+# D/*.c goes into libpgd_D.a. tests/test_*.c are CUnit suites, bench/*.c benchmarks.
+PROCS := zstore loader sampler trainer
+COMMON_SRC := $(wildcard common/*.c)
+lib_src = $(filter-out $(1)/main.c,$(wildcard $(1)/*.c))
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIBS := $(foreach d,$(PROCS),$(if $(call lib_src,$(d)),$(BUILD)/libpgd_$(d).a)) $(BUILD)/libpgd_common.a
+BINS := $(foreach d,$(PROCS),$(if $(wildcard $(d)/main.c),$(BUILD)/pgd-$(d)))
+TEST_SRC := $(wildcard tests/test_*.c)
+TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+TEST_UTIL := $(call obj,tests/cunit_util.c)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+.PHONY: all test check asan fuzz bench deps clean
+all: $(LIBS) $(BINS) $(TESTS) $(BENCHES)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libpgd_common.a: $(call obj,$(COMMON_SRC))
+	@rm -f $@
+	ar rcs $@ $^
+
+define proc_rules
+$(BUILD)/libpgd_$(1).a: $(call obj,$(call lib_src,$(1)))
+	@rm -f $$@
+	ar rcs $$@ $$^
+$(BUILD)/pgd-$(1): $(call obj,$(1)/main.c) $(LIBS)
+	$(CC) $(LDFLAGS) $$< $(LIBS) $(LDLIBS) -o $$@
+endef
+$(foreach d,$(PROCS),$(eval $(call proc_rules,$(d))))
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_UTIL) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(TEST_UTIL) $(LIBS) $(TEST_LDLIBS) $(LDLIBS) -o $@
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(LIBS) $(LDLIBS) -o $@
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# --- running ----------------------------------------------------------------------------------------
+deps:
+	@bash launch/deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory check
+
+check: all
+	@bash tests/run.sh $(BUILD)
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=1 check
+
+bench: all
+
+# libFuzzer targets: tests/fuzz/fuzz_NAME.c, seed corpus tests/corpus/NAME/ (replayed by make test).
+FUZZ_SECONDS ?= 60
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+fuzz: deps
+	@mkdir -p $(BUILD)/fuzz
+	@for f in $(FUZZ_SRC); do \
+	  n=$$(basename $$f .c | sed 's/^fuzz_//'); \
+	  clang -std=c11 -D_GNU_SOURCE -g -O1 -I. -Icommon -fsanitize=fuzzer,address,undefined \
+	    $$f $(COMMON_SRC) $(LDLIBS) -o $(BUILD)/fuzz/fuzz_$$n || exit 1; \
+	  mkdir -p $(BUILD)/fuzz/corpus_$$n; \
+	  echo "fuzz: $$n for $(FUZZ_SECONDS)s (seeds tests/corpus/$$n)"; \
+	  $(BUILD)/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    $(BUILD)/fuzz/corpus_$$n tests/corpus/$$n || exit 1; \
+	done
+
+clean:
+	rm -rf $(BUILD)
