@@ -15,7 +15,7 @@ endif
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE $(WARN) -pthread -fno-strict-aliasing -I. -Icommon
-LDLIBS := -lzmq -lpng -lz -lm -lrt -pthread
+LDLIBS := -Wl,--as-needed -lopenslide -ltiff -lturbojpeg -lzmq -lpng -lz -lm -lrt -pthread
 TEST_LDLIBS := -lcunit
 
 ifeq ($(SANITIZE),1)
@@ -44,15 +44,18 @@ endif
 CFLAGS += -DPGD_HAVE_CUDA=$(HAVE_CUDA)
 
 # --- sources ----------------------------------------------------------------------------------------
-# common/*.c -> libpgd_common.a. For each process folder D: D/main.c is the pgd-D binary and every other
-# D/*.c goes into libpgd_D.a. tests/test_*.c are CUnit suites, bench/*.c benchmarks.
+# common/*.c -> libpgd_common.a. For each process folder D: D/main.c is the pgd-D binary, D/X_main.c the
+# pgd-X binary (a tool living beside the process it serves), and every other D/*.c goes into libpgd_D.a.
+# tests/test_*.c are CUnit suites, bench/*.c benchmarks.
 PROCS := zstore loader sampler trainer
 COMMON_SRC := $(wildcard common/*.c)
-lib_src = $(filter-out $(1)/main.c,$(wildcard $(1)/*.c))
+lib_src = $(filter-out $(1)/main.c $(1)/%_main.c,$(wildcard $(1)/*.c))
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 LIBS := $(foreach d,$(PROCS),$(if $(call lib_src,$(d)),$(BUILD)/libpgd_$(d).a)) $(BUILD)/libpgd_common.a
 BINS := $(foreach d,$(PROCS),$(if $(wildcard $(d)/main.c),$(BUILD)/pgd-$(d)))
+TOOL_SRC := $(foreach d,$(PROCS),$(wildcard $(d)/*_main.c))
+BINS += $(foreach f,$(TOOL_SRC),$(BUILD)/pgd-$(patsubst %_main.c,%,$(notdir $(f))))
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 TEST_UTIL := $(call obj,tests/cunit_util.c)
@@ -78,6 +81,11 @@ $(BUILD)/pgd-$(1): $(call obj,$(1)/main.c) $(LIBS)
 	$(CC) $(LDFLAGS) $$< $(LIBS) $(LDLIBS) -o $$@
 endef
 $(foreach d,$(PROCS),$(eval $(call proc_rules,$(d))))
+define tool_rule
+$(BUILD)/pgd-$(patsubst %_main.c,%,$(notdir $(1))): $(call obj,$(1)) $(LIBS)
+	$(CC) $(LDFLAGS) $$< $(LIBS) $(LDLIBS) -o $$@
+endef
+$(foreach f,$(TOOL_SRC),$(eval $(call tool_rule,$(f))))
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_UTIL) $(LIBS)
 	@mkdir -p $(dir $@)

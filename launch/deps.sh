@@ -8,6 +8,7 @@ packages=(
   libcunit1-dev   # tests
   libzmq3-dev     # wire transport
   libpng-dev zlib1g-dev
+  libopenslide-dev libtiff-dev libturbojpeg0-dev  # slides
   clang libclang-rt-14-dev  # make fuzz (libFuzzer)
 )
 
