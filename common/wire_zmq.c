@@ -1,0 +1,138 @@
+/* wire_zmq.c: pgd wire messages over ZeroMQ: multipart send, whole-message receive with validation. */
+#include "wire_zmq.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* Send one frame (a copy of data), retrying EINTR. Only a ZMQ_DONTWAIT frame can meet EAGAIN (PGD_EBUSY). */
+static int send_part(void *sock, const void *data, size_t len, int zflags, pgd_err *err)
+{
+    zmq_msg_t m;
+    if (zmq_msg_init_size(&m, len) != 0)
+        return pgd_fail_errno(err, PGD_ENOMEM, "wire: zmq_msg_init_size %zu", len);
+    if (len)
+        memcpy(zmq_msg_data(&m), data, len);
+    while (zmq_msg_send(&m, sock, zflags) == -1) {
+        int e = errno;
+        if (e == EINTR)
+            continue;
+        zmq_msg_close(&m);
+        errno = e;
+        if (e == EAGAIN)
+            return pgd_fail(err, PGD_EBUSY, "wire: send would block");
+        if (e == EHOSTUNREACH)
+            return pgd_fail(err, PGD_ENOENT, "wire: send: no peer with this routing id");
+        return pgd_fail_errno(err, PGD_EIO, "wire: zmq_msg_send");
+    }
+    return 0;
+}
+
+int pgd_wire_send(void *sock, const pgd_wire_frame *routing_id, const pgd_wire_header *h,
+                  const pgd_wire_frame *frames, size_t n, int flags, pgd_err *err)
+{
+    uint8_t head[PGD_WIRE_HEADER_SIZE];
+    if (pgd_wire_encode(h, frames, n, head, err) < 0)
+        return -1;
+    int first = (flags & PGD_WIRE_DONTWAIT) ? ZMQ_DONTWAIT : 0;
+    if (routing_id) {
+        if (send_part(sock, routing_id->data, routing_id->len, ZMQ_SNDMORE | first, err) < 0)
+            return -1;
+        first = 0;
+    }
+    if (send_part(sock, head, sizeof head, (n ? ZMQ_SNDMORE : 0) | first, err) < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (send_part(sock, frames[i].data, frames[i].len, i + 1 < n ? ZMQ_SNDMORE : 0, err) < 0)
+            return -1;
+    return 0;
+}
+
+/* Receive one frame into m (initialised here; closed again on failure), retrying EINTR. */
+static int recv_part(void *sock, zmq_msg_t *m, int zflags, pgd_err *err)
+{
+    if (zmq_msg_init(m) != 0)
+        return pgd_fail_errno(err, PGD_EIO, "wire: zmq_msg_init");
+    while (zmq_msg_recv(m, sock, zflags) == -1) {
+        int e = errno;
+        if (e == EINTR)
+            continue;
+        zmq_msg_close(m);
+        errno = e;
+        if (e == EAGAIN)
+            return pgd_fail(err, PGD_EBUSY, "wire: no message waiting");
+        return pgd_fail_errno(err, PGD_EIO, "wire: zmq_msg_recv");
+    }
+    return 0;
+}
+
+/* Take every frame of the next message: the routing id, up to 6 frames kept, the rest received and
+ * dropped. Fails only for a socket error (or EAGAIN on the first frame). */
+static int recv_all(void *sock, pgd_wire_rx *rx, int want_routing_id, int zflags, pgd_err *err)
+{
+    int more = 1;
+    while (more) {
+        zmq_msg_t spill, *dst;
+        int first = !rx->has_routing && rx->nreceived == 0;
+        if (want_routing_id && first)
+            dst = &rx->routing;
+        else if (rx->nparts < 1 + PGD_WIRE_MAX_FRAMES)
+            dst = &rx->parts[rx->nparts];
+        else
+            dst = &spill;
+        if (recv_part(sock, dst, first ? zflags : 0, err) < 0)
+            return -1;
+        more = zmq_msg_more(dst);
+        if (dst == &rx->routing) {
+            rx->has_routing = 1;
+            continue;
+        }
+        rx->nreceived++;
+        if (dst == &spill)
+            zmq_msg_close(&spill);
+        else
+            rx->nparts++;
+    }
+    return 0;
+}
+
+int pgd_wire_recv(void *sock, pgd_wire_rx *rx, int want_routing_id, int flags, pgd_err *err)
+{
+    memset(rx, 0, sizeof *rx);
+    if (recv_all(sock, rx, want_routing_id, (flags & PGD_WIRE_DONTWAIT) ? ZMQ_DONTWAIT : 0, err) < 0)
+        return -1;
+    if (rx->nreceived > rx->nparts) {
+        rx->msg.reason = PGD_WIRE_R_NFRAMES;
+        return pgd_fail(err, PGD_EFORMAT, "wire: message has %zu frames, at most %d (header + %d payload); dropped",
+                        rx->nreceived, 1 + PGD_WIRE_MAX_FRAMES, PGD_WIRE_MAX_FRAMES);
+    }
+    pgd_wire_frame frames[1 + PGD_WIRE_MAX_FRAMES];
+    for (size_t i = 0; i < rx->nparts; i++) {
+        frames[i].data = zmq_msg_data(&rx->parts[i]);
+        frames[i].len = zmq_msg_size(&rx->parts[i]);
+    }
+    return pgd_wire_decode(frames, rx->nparts, &rx->msg, err);
+}
+
+pgd_wire_frame pgd_wire_rx_routing_id(const pgd_wire_rx *rx)
+{
+    pgd_wire_frame f = {NULL, 0};
+    if (rx->has_routing) {
+        /* zmq_msg_data/size take a non-const message but do not change it */
+        zmq_msg_t *m = (zmq_msg_t *)&rx->routing;
+        f.data = zmq_msg_data(m);
+        f.len = zmq_msg_size(m);
+    }
+    return f;
+}
+
+void pgd_wire_rx_close(pgd_wire_rx *rx)
+{
+    if (rx->has_routing)
+        zmq_msg_close(&rx->routing);
+    for (size_t i = 0; i < rx->nparts; i++)
+        zmq_msg_close(&rx->parts[i]);
+    rx->has_routing = 0;
+    rx->nparts = 0;
+    rx->nreceived = 0;
+    memset(&rx->msg, 0, sizeof rx->msg);
+}

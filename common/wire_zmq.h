@@ -1,0 +1,47 @@
+/* wire_zmq.h: sending and receiving pgd wire messages over ZeroMQ sockets. */
+#ifndef PGD_WIRE_ZMQ_H
+#define PGD_WIRE_ZMQ_H
+
+#include <zmq.h>
+
+#include "wire.h"
+
+/* flags of pgd_wire_send / pgd_wire_recv */
+#define PGD_WIRE_DONTWAIT 1 /* fail with PGD_EBUSY instead of blocking */
+
+/* One received message. It owns its frames (zmq messages, no copies); msg points into them. Call
+ * pgd_wire_rx_close after every pgd_wire_recv, whatever it returned. */
+typedef struct pgd_wire_rx {
+    pgd_wire_msg msg;
+    zmq_msg_t routing;                        /* the routing id, when has_routing */
+    int has_routing;
+    zmq_msg_t parts[1 + PGD_WIRE_MAX_FRAMES]; /* header and payload frames */
+    size_t nparts;                            /* parts held */
+    size_t nreceived;                         /* frames the message had (routing id excluded) */
+} pgd_wire_rx;
+
+/* Send one message: the routing id first when routing_id is not NULL (ROUTER sockets), then the header
+ * built by pgd_wire_encode from h and the payload frames, then the n payload frames. The bytes are copied
+ * into zmq messages, so the caller's buffers are free again on return. EINTR is retried. With
+ * PGD_WIRE_DONTWAIT, a socket that cannot take the message now fails with PGD_EBUSY and nothing is sent;
+ * once the first frame is queued the rest follow (zmq queues multipart messages whole). Returns 0, or -1:
+ * PGD_EINVAL for a message the encoder refuses (nothing sent), PGD_ENOENT for an unknown ROUTER peer
+ * (ZMQ_ROUTER_MANDATORY), PGD_EIO otherwise. */
+int pgd_wire_send(void *sock, const pgd_wire_frame *routing_id, const pgd_wire_header *h,
+                  const pgd_wire_frame *frames, size_t n, int flags, pgd_err *err);
+
+/* Receive one whole message into rx (its previous contents are overwritten: close it first). With
+ * want_routing_id the first frame is taken as the routing id (ROUTER sockets). Every frame of the message
+ * is consumed, good or bad, so the socket never holds half a message. Then the message is decoded: on
+ * success rx->msg is filled and 0 returned. On failure -1: PGD_EBUSY when PGD_WIRE_DONTWAIT is given and
+ * nothing is waiting (or ZMQ_RCVTIMEO expired), PGD_EIO for a socket error, PGD_EFORMAT / PGD_ECORRUPT for
+ * a bad message, with rx->msg.reason set (pass it to pgd_wire_stats_reject). */
+int pgd_wire_recv(void *sock, pgd_wire_rx *rx, int want_routing_id, int flags, pgd_err *err);
+
+/* The routing id of a received message ({NULL, 0} when there is none). Points into rx. */
+pgd_wire_frame pgd_wire_rx_routing_id(const pgd_wire_rx *rx);
+
+/* Release the frames rx holds. Safe to call twice, and on a zeroed rx. */
+void pgd_wire_rx_close(pgd_wire_rx *rx);
+
+#endif
