@@ -1,11 +1,11 @@
 /* config_file.c: reading config text and files: lines, [sections], quotes, comments, all-or-nothing loads. */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config_impl.h"
+#include "file.h"
 
-#define MAX_FILE_BYTES (16u << 20) /* a config file is small; anything bigger is a mistake */
+#define MAX_FILE_BYTES ((size_t)16 << 20) /* a config file is small; anything bigger is a mistake */
 #define MAX_KEY 256
 #define MAX_SECTION (MAX_KEY / 2)
 
@@ -223,51 +223,11 @@ int pgd_cfg_load_text(const pgd_cfg_opt *opts, void *cfg, const char *name, cons
     return load_text_seen(opts, cfg, name, text, len, NULL, err);
 }
 
-/* Read a whole (small) file into a malloc'd buffer. */
-static int read_file(const char *path, char **out, size_t *len, pgd_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return pgd_fail_errno(err, pgd_code_from_errno(errno), "open %s", path);
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    if (!buf)
-        goto nomem;
-    for (;;) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        if (cap >= MAX_FILE_BYTES) {
-            pgd_fail(err, PGD_EFORMAT, "%s: larger than %u bytes, not a config file", path, MAX_FILE_BYTES);
-            goto fail;
-        }
-        char *bigger = realloc(buf, cap * 2);
-        if (!bigger)
-            goto nomem;
-        buf = bigger;
-        cap *= 2;
-    }
-    if (ferror(f)) {
-        pgd_fail_errno(err, PGD_EIO, "read %s", path);
-        goto fail;
-    }
-    fclose(f);
-    *out = buf;
-    *len = n;
-    return 0;
-nomem:
-    pgd_fail(err, PGD_ENOMEM, "%s: out of memory", path);
-fail:
-    free(buf);
-    fclose(f);
-    return -1;
-}
-
 int pgd_cfg_load_seen(const pgd_cfg_opt *opts, void *cfg, const char *path, unsigned char *seen, pgd_err *err)
 {
     char *text = NULL;
     size_t len = 0;
-    if (read_file(path, &text, &len, err))
+    if (pgd_file_read(path, MAX_FILE_BYTES, &text, &len, err))
         return -1;
     int rc = load_text_seen(opts, cfg, path, text, len, seen, err);
     free(text);

@@ -1,13 +1,14 @@
 /* manifest.c: reading slide manifests (RFC 4180 CSV, PANDA or plain columns) into id/path/label entries. */
 #include "manifest.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_FILE_BYTES (1u << 30)
+#include "file.h"
+
+#define MAX_FILE_BYTES ((size_t)1 << 30)
 
 /* ---- CSV records -------------------------------------------------------------------------------- */
 
@@ -504,52 +505,13 @@ fail:
     return pgd_fail(err, e.code, "%s%s%s", name, strncmp(e.msg, "line ", 5) == 0 ? " " : ": ", e.msg);
 }
 
-static int read_file(const char *path, char **out, size_t *len, pgd_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return pgd_fail_errno(err, pgd_code_from_errno(errno), "open %s", path);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        if (cap >= MAX_FILE_BYTES) {
-            pgd_fail(err, PGD_EFORMAT, "%s: larger than %u bytes", path, MAX_FILE_BYTES);
-            goto fail;
-        }
-        char *bigger = realloc(buf, cap * 2);
-        if (!bigger)
-            break;
-        buf = bigger;
-        cap *= 2;
-    }
-    if (!buf || n == cap) {
-        pgd_fail(err, PGD_ENOMEM, "%s: out of memory", path);
-        goto fail;
-    }
-    if (ferror(f)) {
-        pgd_fail_errno(err, PGD_EIO, "read %s", path);
-        goto fail;
-    }
-    fclose(f);
-    *out = buf;
-    *len = n;
-    return 0;
-fail:
-    free(buf);
-    fclose(f);
-    return -1;
-}
-
 int pgd_manifest_load(pgd_manifest **out, const char *csv_path, const char *slide_dir, const char *ext,
                       pgd_err *err)
 {
     char *text = NULL;
     size_t len = 0;
     *out = NULL;
-    if (read_file(csv_path, &text, &len, err))
+    if (pgd_file_read(csv_path, MAX_FILE_BYTES, &text, &len, err))
         return -1;
     int rc = pgd_manifest_load_text(out, csv_path, text, len, slide_dir, ext, err);
     free(text);

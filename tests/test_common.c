@@ -7,6 +7,7 @@
 
 #include "common/crc32c.h"
 #include "common/err.h"
+#include "common/file.h"
 #include "common/half.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -173,6 +174,35 @@ static void test_half_round_trip_all(void)
         CU_ASSERT(fabsf(r[i] - v[i]) <= fabsf(v[i]) * 0x1p-8f);
 }
 
+static void test_file_read(void)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/f.txt", pgd_test_tmpdir());
+    FILE *f = fopen(path, "wb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    for (int i = 0; i < 10000; i++) /* 50000 bytes: several buffer growths */
+        fputs("abcd\n", f);
+    fclose(f);
+    char *text = NULL;
+    size_t len = 0;
+    pgd_err err = PGD_ERR_INIT;
+    CU_ASSERT_EQUAL(pgd_file_read(path, 1 << 20, &text, &len, &err), 0);
+    CU_ASSERT_EQUAL(len, 50000u);
+    CU_ASSERT_EQUAL(text[len], 0);
+    CU_ASSERT_EQUAL(memcmp(text + 49995, "abcd\n", 5), 0);
+    free(text);
+    CU_ASSERT_EQUAL(pgd_file_read(path, 50000, &text, &len, &err), 0); /* exactly max is fine */
+    free(text);
+    CU_ASSERT_EQUAL(pgd_file_read(path, 49999, &text, &len, &err), -1);
+    CU_ASSERT_EQUAL(err.code, PGD_EFORMAT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "larger than 49999 bytes"));
+    CU_ASSERT_PTR_NULL(text);
+    pgd_err_clear(&err);
+    CU_ASSERT_EQUAL(pgd_file_read("/nonexistent/x.csv", 100, &text, &len, &err), -1);
+    CU_ASSERT_EQUAL(err.code, PGD_ENOENT);
+    CU_ASSERT_STRING_EQUAL(err.msg, "open /nonexistent/x.csv: No such file or directory");
+}
+
 int main(int argc, char **argv)
 {
     static const pgd_test_case cases[] = {
@@ -184,6 +214,7 @@ int main(int argc, char **argv)
         {"crc32c_hw_matches_sw", test_crc32c_hw_matches_sw},
         {"half_known_values", test_half_known_values},
         {"half_round_trip_all", test_half_round_trip_all},
+        {"file_read", test_file_read},
         {NULL, NULL},
     };
     return pgd_test_main("common", cases, argc, argv);
