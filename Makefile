@@ -63,6 +63,7 @@ BENCH_SRC := $(wildcard bench/*.c)
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all test check asan fuzz bench deps clean
+.SECONDARY:
 all: $(LIBS) $(BINS) $(TESTS) $(BENCHES)
 
 $(BUILD)/obj/%.o: %.c
