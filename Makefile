@@ -31,7 +31,7 @@ CUDNN_H := $(firstword $(wildcard $(CUDA_HOME)/include/cudnn.h /usr/include/cudn
 ifneq ($(and $(NVCC),$(CUDNN_H)),)
 HAVE_CUDA := 1
 CUDA_VERSION := $(shell $(NVCC) --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')
-CUDA_MSG := found: nvcc $(CUDA_VERSION) ($(NVCC)), cudnn.h ($(CUDNN_H)); GPU backend enabled
+CUDA_MSG := found: nvcc $(CUDA_VERSION) ($(NVCC)), cudnn.h ($(CUDNN_H))
 else
 HAVE_CUDA := 0
 CUDA_MSG := not found (need $(CUDA_HOME)/bin/nvcc and cudnn.h; set CUDA_HOME): CPU-only build

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# it_synth.sh: pgd-synth end to end: small sets of both tasks, byte-identical reruns, the preview, exit codes.
+# it_synth.sh: pgd-synth end to end: small sets of both tasks, byte-identical reruns, config files, the preview,
+# exit codes.
 set -u
 bin=${PGD_BUILD:-build}/pgd-synth
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/it_synth.XXXXXX")
@@ -35,10 +36,36 @@ done
 "$bin" --task panda --count 1 --out "$tmp/p3" --width 700 --height 500 --seed 4 --quiet || fail "seed 4 run"
 ! cmp -s "$tmp/p1/panda_00000.tiff" "$tmp/p3/panda_00000.tiff" || fail "another seed gave the same slide"
 
+# --- a config file, a command-line override (--key=value), both key spellings ------------------------------
+cat >"$tmp/p.conf" <<'CONF'
+# the panda set above, but seed 4: the command line sets 3
+task = panda
+count = 6
+width = 700
+height = 500
+seed = 4
+CONF
+"$bin" --config "$tmp/p.conf" --seed=3 --out="$tmp/p4" --quiet=yes >"$tmp/out4" 2>&1 || { cat "$tmp/out4"; fail "--config run"; }
+[ ! -s "$tmp/out4" ] || fail "--quiet=yes printed: $(cat "$tmp/out4")"
+for f in "$tmp"/p1/*; do
+  cmp -s "$f" "$tmp/p4/$(basename "$f")" || fail "--config + --seed=3: $(basename "$f") differs from the command-line run"
+done
+
 # --- ultramnist, options, preview ----------------------------------------------------------------------------
 "$bin" --task ultramnist --count 3 --out "$tmp/u" --width 600 --height 400 --tile 240 --quality 70 --mpp 0.25 \
   --levels 2 --subsampling 444 --fit 256 --prefix um- --render-png "$tmp/u.png" --png-size 200 --quiet \
-  || fail "ultramnist set: exit $?"
+  --save-config "$tmp/u.conf" || fail "ultramnist set: exit $?"
+grep -qx 'subsampling = 444' "$tmp/u.conf" || { cat "$tmp/u.conf"; fail "--save-config: subsampling not written"; }
+grep -qx 'mpp = 0.25' "$tmp/u.conf" || { cat "$tmp/u.conf"; fail "--save-config: mpp not written"; }
+# the written file alone (out and the preview moved elsewhere) makes the same set
+"$bin" --config "$tmp/u.conf" --out "$tmp/u2" --render_png "$tmp/u2.png" >"$tmp/out5" 2>&1 \
+  || { cat "$tmp/out5"; fail "run from the saved config: exit $?"; }
+[ ! -s "$tmp/out5" ] || fail "the saved config lost --quiet: $(cat "$tmp/out5")"
+[ "$(ls "$tmp/u" | wc -l)" = 4 ] || { ls -la "$tmp/u"; fail "ultramnist set: expected 3 slides and train.csv"; }
+for f in "$tmp"/u/* "$tmp/u.png"; do
+  g=$tmp/u2/$(basename "$f"); [ "$f" = "$tmp/u.png" ] && g=$tmp/u2.png
+  cmp -s "$f" "$g" || fail "saved config: $(basename "$f") differs"
+done
 [ "$(head -1 "$tmp/u/train.csv")" = "path,label,id,digits" ] || fail "ultramnist manifest header"
 tail -n +2 "$tmp/u/train.csv" | while IFS=, read -r path label id digits; do
   [ -s "$tmp/u/$path" ] || fail "missing $path"
@@ -51,7 +78,12 @@ w=$(od -An -tu1 -j16 -N8 "$tmp/u.png" | awk '{print $3*256+$4, $7*256+$8}')
 [ "$w" = "150 100" ] || fail "preview size $w (expected 150 100: 600x400 halved twice, <= 200)"
 
 # --- help and bad arguments: exit 2, the option named, nothing written ----------------------------------------
-"$bin" --help | grep -q '^usage: pgd-synth' || fail "--help"
+"$bin" --help >"$tmp/help" || fail "--help: exit $?"
+for want in '^usage: pgd-synth' '^  --task <panda|ultramnist>' '^  --config <file>' '^  --save-config <file>' \
+  '^Exit status: 0 done, 1 .*, 2 bad arguments'; do
+  grep -q -- "$want" "$tmp/help" || { cat "$tmp/help"; fail "--help lacks $want"; }
+done
+"$bin" --bogus --help >/dev/null || fail "--help with a bad option: exit $?"
 base=(--task panda --count 1 --width 300 --height 300)
 check_usage() { # expected message, arguments...
   local want=$1; shift
@@ -60,26 +92,36 @@ check_usage() { # expected message, arguments...
   [ $rc = 2 ] || { cat "$tmp/e"; fail "'$*': exit $rc, expected 2"; }
   grep -qF -- "$want" "$tmp/e" || { cat "$tmp/e"; fail "'$*': message lacks '$want'"; }
 }
-check_usage "--task: 'foo' is not a task" --task foo --count 1 --width 300 --height 300 --out "$tmp/bad"
-check_usage "--out is required" "${base[@]}"
-check_usage "--count is required" --task panda --width 300 --height 300 --out "$tmp/bad"
-check_usage "--tile: 100 is outside 240..1024" "${base[@]}" --out "$tmp/bad" --tile 100
+check_usage "--task: 'foo' is not one of panda|ultramnist" --task foo --count 1 --width 300 --height 300 --out "$tmp/bad"
+check_usage "missing required option --out (set on the command line or in a config file)" "${base[@]}"
+check_usage "missing required options --count, --width" --task panda --height 300 --out "$tmp/bad"
+check_usage "--tile: 100 is out of range 240..1024" "${base[@]}" --out "$tmp/bad" --tile 100
 check_usage "--tile: 250 is not a multiple of 16" "${base[@]}" --out "$tmp/bad" --tile 250
-check_usage "--quality: 0 is outside 1..100" "${base[@]}" --out "$tmp/bad" --quality 0
-check_usage "--quality: 101 is outside 1..100" "${base[@]}" --out "$tmp/bad" --quality 101
-check_usage "--width: 'abc' is not a whole number" --task panda --count 1 --width abc --height 300 --out "$tmp/bad"
-check_usage "--height: '-5' is not a whole number" --task panda --count 1 --width 300 --height -5 --out "$tmp/bad"
-check_usage "--levels: 40 is outside 1..24" "${base[@]}" --out "$tmp/bad" --levels 40
+check_usage "--quality: 0 is out of range 1..100" "${base[@]}" --out "$tmp/bad" --quality 0
+check_usage "--quality: 101 is out of range 1..100" "${base[@]}" --out "$tmp/bad" --quality=101
+check_usage "--width: 'abc' is not an integer" --task panda --count 1 --width abc --height 300 --out "$tmp/bad"
+check_usage "--height: -5 is out of range 1..1048576" --task panda --count 1 --width 300 --height -5 --out "$tmp/bad"
+check_usage "--levels: 40 is out of range 0..24" "${base[@]}" --out "$tmp/bad" --levels 40
 check_usage "--levels: 12 is more than the 10 levels" "${base[@]}" --out "$tmp/bad" --levels 12
-check_usage "--mpp: '-1' is not a positive number" "${base[@]}" --out "$tmp/bad" --mpp -1
+check_usage "--fit: 10 is outside 64..65536" "${base[@]}" --out "$tmp/bad" --fit 10
+check_usage "--mpp: -1 is out of range 1e-06..1000000" "${base[@]}" --out "$tmp/bad" --mpp -1
 check_usage "--prefix: 'a/b' must be" "${base[@]}" --out "$tmp/bad" --prefix a/b
-check_usage "--subsampling: 422 is not 420 or 444" "${base[@]}" --out "$tmp/bad" --subsampling 422
-check_usage "--count: 0 is outside 1..1000000" --task panda --count 0 --width 300 --height 300 --out "$tmp/bad"
+check_usage "--subsampling: '422' is not one of 420|444" "${base[@]}" --out "$tmp/bad" --subsampling 422
+check_usage "--count: 0 is out of range 1..1000000" --task panda --count 0 --width 300 --height 300 --out "$tmp/bad"
+check_usage "--jobs: 65 is out of range 1..64" "${base[@]}" --out "$tmp/bad" --jobs 65
+check_usage "--seed: -1 is out of range 0..inf" "${base[@]}" --out "$tmp/bad" --seed -1
+check_usage "--quiet: 'maybe' is not a boolean" "${base[@]}" --out "$tmp/bad" --quiet=maybe
 check_usage "--width: ultramnist needs a canvas of at least 128x128" --task ultramnist --count 1 --width 100 \
   --height 300 --out "$tmp/bad"
-check_usage "unknown option --bogus" "${base[@]}" --out "$tmp/bad" --bogus
-check_usage "option --seed needs a value" "${base[@]}" --out "$tmp/bad" --seed
+check_usage "--bogus: unknown option" "${base[@]}" --out "$tmp/bad" --bogus
+check_usage "--tiles: unknown option (did you mean --tile?)" "${base[@]}" --out "$tmp/bad" --tiles 256
+check_usage "-q: unknown option (options start with --)" "${base[@]}" --out "$tmp/bad" -q
+check_usage "--seed: missing value" "${base[@]}" --out "$tmp/bad" --seed
 check_usage "unexpected argument 'extra'" "${base[@]}" --out "$tmp/bad" extra
+printf 'task = panda\ntiles = 256\n' >"$tmp/bad.conf"
+check_usage "bad.conf line 2: unknown key 'tiles' (did you mean 'tile'?)" --config "$tmp/bad.conf" --count 1 \
+  --width 300 --height 300 --out "$tmp/bad"
+check_usage "open $tmp/none.conf: No such file or directory" "${base[@]}" --out "$tmp/bad" --config "$tmp/none.conf"
 [ ! -e "$tmp/bad" ] || fail "a usage error created the output folder"
 
 # --- I/O failures: exit 1, nothing under a final name ---------------------------------------------------------
