@@ -1,0 +1,48 @@
+/* slide_fast.h: the fast path's state, shared by slide_fast.c (setup) and slide_fast_read.c (tiles). */
+#ifndef PGD_SLIDE_FAST_H
+#define PGD_SLIDE_FAST_H
+
+#include <turbojpeg.h>
+
+#include "slide_priv.h"
+
+/* One pyramid level: a tiled JPEG TIFF directory. */
+typedef struct pgd_fast_level {
+    int dir;                /* TIFF directory index */
+    uint32_t tw, th;        /* tile size */
+    uint32_t tx_n, ty_n;    /* tiles across and down */
+    uint32_t ntiles;
+    uint64_t *off, *len;    /* where each tile's bytes are */
+    uint8_t *tables;        /* JPEGTables (SOI, DQT/DHT, EOI) or NULL */
+    uint32_t tables_len;
+    int rgb;                /* photometric RGB: the stream gets an Adobe marker saying "no transform" */
+} pgd_fast_level;
+
+/* A decoded tile kept for reuse (neighbouring patches share tiles). */
+typedef struct pgd_fast_tile {
+    int level, den;         /* level -1: empty slot */
+    uint32_t index;
+    uint64_t used;          /* clock of the last use */
+    uint32_t w, h;          /* decoded size (tile / den) */
+    uint8_t *rgb;
+} pgd_fast_tile;
+
+typedef struct pgd_fast_state {
+    int fd;
+    uint64_t file_size;
+    pgd_fast_level lv[PGD_SLIDE_MAX_LEVELS];
+    tjhandle tj;
+    uint8_t *raw, *stream;  /* a tile's bytes as stored, and spliced into one JPEG stream */
+    size_t raw_cap, stream_cap;
+    pgd_fast_tile *cache;
+    int ncache;
+    uint64_t clock;
+} pgd_fast_state;
+
+/* Open the file, set up the decoder and cache, close OpenSlide's handle and attach the backend. On failure
+ * st is left to the caller. */
+int pgd_slide_fast_start(pgd_slide *s, pgd_fast_state *st, pgd_err *err);
+
+void pgd_slide_fast_free(pgd_fast_state *st);
+
+#endif
