@@ -47,6 +47,30 @@ const char *pgd_test_testdata(void)
     return NULL;
 }
 
+static char *next_buffer(void)
+{
+    static char bufs[64][512];
+    static unsigned k;
+    return bufs[k++ % 64];
+}
+
+char *pgd_test_path(const char *name)
+{
+    char *p = next_buffer();
+    snprintf(p, 512, "%s/%s", pgd_test_tmpdir(), name);
+    return p;
+}
+
+const char *pgd_test_fixture(const char *name)
+{
+    const char *dir = pgd_test_testdata();
+    if (!dir)
+        return NULL;
+    char *p = next_buffer();
+    snprintf(p, 512, "%s/%s", dir, name);
+    return p;
+}
+
 const char *pgd_test_build_dir(void)
 {
     const char *b = getenv("PGD_BUILD");

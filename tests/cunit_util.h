@@ -24,6 +24,12 @@ const char *pgd_test_tmpdir(void);
 /* The real-slide fixtures folder (../shared/testdata) or NULL when it is absent. */
 const char *pgd_test_testdata(void);
 
+/* "<tmpdir>/name", in one of 64 rotating static buffers (valid until 64 more calls). */
+char *pgd_test_path(const char *name);
+
+/* "<testdata>/name", or NULL when the fixtures are absent (the case should then skip). Same buffers. */
+const char *pgd_test_fixture(const char *name);
+
 /* The build folder holding the binaries (PGD_BUILD, default "build"). */
 const char *pgd_test_build_dir(void);
 

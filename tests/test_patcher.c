@@ -25,27 +25,6 @@
 
 /* ---- helpers ------------------------------------------------------------------------------------ */
 
-static char *tmp_path(const char *name)
-{
-    static char buf[64][512];
-    static int k;
-    char *p = buf[k++ % 64];
-    snprintf(p, 512, "%s/%s", pgd_test_tmpdir(), name);
-    return p;
-}
-
-static const char *fixture(const char *name)
-{
-    static char buf[4][512];
-    static int k;
-    const char *dir = pgd_test_testdata();
-    if (!dir)
-        return NULL;
-    char *p = buf[k++ % 4];
-    snprintf(p, 512, "%s/%s", dir, name);
-    return p;
-}
-
 static pgd_synth_slide *synth(uint32_t w, uint32_t h, uint64_t seed)
 {
     pgd_synth_params p = {.task = PGD_SYNTH_PANDA, .width = w, .height = h, .seed = seed};
@@ -60,7 +39,7 @@ static pgd_synth_slide *synth(uint32_t w, uint32_t h, uint64_t seed)
 /* Write the slide to tmp/name once (returns the path). */
 static const char *make_slide(const char *name, uint32_t w, uint32_t h, uint64_t seed, pgd_synth_tiff_opts o)
 {
-    const char *path = tmp_path(name);
+    const char *path = pgd_test_path(name);
     struct stat st;
     if (stat(path, &st) == 0)
         return path;
@@ -280,7 +259,7 @@ static void test_fit_constant_image_exact(void)
     for (size_t i = 0; i < (size_t)w * h; i++)
         px[3 * i] = 10, px[3 * i + 1] = 200, px[3 * i + 2] = 30;
     pgd_err err = PGD_ERR_INIT;
-    const char *path = tmp_path("flat.png");
+    const char *path = pgd_test_path("flat.png");
     CU_ASSERT_EQUAL(pgd_png_write(path, px, w, h, 3, &err), 0);
     free(px);
     pgd_patcher *p = open_ok(path, fit_spec(512, 128), PGD_SLIDE_AUTO);
@@ -461,7 +440,7 @@ static void test_native_mpp(void)
         pgd_patcher_close(&p);
     }
     /* boxes.tiff: level 2 is 4x by its width, stored downsample 4.016: an mpp of 4x level 0 reads level 2 */
-    const char *boxes = fixture("boxes.tiff");
+    const char *boxes = pgd_test_fixture("boxes.tiff");
     if (boxes) {
         pgd_slide *s = pgd_slide_open(boxes, PGD_SLIDE_AUTO, NULL);
         double m0 = s ? pgd_slide_get_info(s)->mpp_x : 1;
@@ -517,7 +496,7 @@ static void test_cells_and_repeats(void)
 
 static void test_bad_specs(void)
 {
-    const char *path = std_slide(), *png = tmp_path("flat.png");
+    const char *path = std_slide(), *png = pgd_test_path("flat.png");
     if (access(png, F_OK) != 0)
         test_fit_constant_image_exact();
     struct { pgd_geom_spec spec; const char *path; const char *want; } cases[] = {
@@ -546,7 +525,7 @@ static void test_bad_specs(void)
 /* A copy of the standard slide with the first bytes of level 0's tile 0 zeroed. */
 static const char *bad_tile_slide(void)
 {
-    const char *src = std_slide(), *path = tmp_path("badtile.tiff");
+    const char *src = std_slide(), *path = pgd_test_path("badtile.tiff");
     TIFF *t = TIFFOpen(src, "r");
     uint64_t off = t ? TIFFGetStrileOffset(t, 0) : 0;
     if (t)
@@ -564,7 +543,7 @@ static const char *bad_tile_slide(void)
 
 static void test_corrupt_slides(void)
 {
-    const char *bad = bad_tile_slide(), *cut = tmp_path("cut.tiff");
+    const char *bad = bad_tile_slide(), *cut = pgd_test_path("cut.tiff");
     FILE *fin = fopen(std_slide(), "rb"), *fout = fopen(cut, "wb");
     for (int i = 0, ch; fin && fout && i < 30000 && (ch = fgetc(fin)) != EOF; i++)
         fputc(ch, fout);
@@ -574,9 +553,9 @@ static void test_corrupt_slides(void)
         fclose(fout);
     /* opening fails */
     struct { const char *path; const char *want; } opens[] = {
-        {tmp_path("absent.tiff"), "No such file or directory"},
+        {pgd_test_path("absent.tiff"), "No such file or directory"},
         {cut, "libtiff: Can not read TIFF directory count"},
-        {fixture("unopenable.tiff"), "Unsupported TIFF compression: 52479"},
+        {pgd_test_fixture("unopenable.tiff"), "Unsupported TIFF compression: 52479"},
     };
     for (size_t k = 0; k < sizeof opens / sizeof *opens; k++) {
         if (!opens[k].path)
@@ -591,7 +570,7 @@ static void test_corrupt_slides(void)
     struct { const char *path; pgd_slide_backend b; const char *want; } reads[] = {
         {bad, PGD_SLIDE_FAST, "level 0 tile (0, 0): jpeg: Not a JPEG file: starts with 0x00 0x00"},
         {bad, PGD_SLIDE_OPENSLIDE, "openslide: level 0 region (0, 0) 128x128: Not a JPEG file"},
-        {fixture("unreadable.svs"), PGD_SLIDE_AUTO, "Bogus marker length"},
+        {pgd_test_fixture("unreadable.svs"), PGD_SLIDE_AUTO, "Bogus marker length"},
     };
     for (size_t k = 0; k < sizeof reads / sizeof *reads; k++) {
         if (!reads[k].path)

@@ -27,33 +27,12 @@
 
 /* ---- helpers ------------------------------------------------------------------------------------ */
 
-static char *tmp_path(const char *name)
-{
-    static char buf[64][512];
-    static int k;
-    char *p = buf[k++ % 64];
-    snprintf(p, 512, "%s/%s", pgd_test_tmpdir(), name);
-    return p;
-}
-
-static const char *fixture(const char *name)
-{
-    static char buf[4][512];
-    static int k;
-    const char *dir = pgd_test_testdata();
-    if (!dir)
-        return NULL;
-    char *p = buf[k++ % 4];
-    snprintf(p, 512, "%s/%s", dir, name);
-    return p;
-}
-
 /* Write a panda slide with these writer options to tmp/name; returns its path (NULL on failure). */
 static const char *make_slide(const char *name, uint32_t w, uint32_t h, uint64_t seed, pgd_synth_tiff_opts o)
 {
     pgd_synth_params p = {.task = PGD_SYNTH_PANDA, .width = w, .height = h, .seed = seed};
     pgd_err err = PGD_ERR_INIT;
-    const char *path = tmp_path(name);
+    const char *path = pgd_test_path(name);
     struct stat st;
     if (stat(path, &st) == 0)
         return path;
@@ -175,7 +154,7 @@ static void test_synthetic_is_fast(void)
 
 static void test_fixture_backends(void)
 {
-    const char *small = fixture("small.svs"), *boxes = fixture("boxes.tiff");
+    const char *small = pgd_test_fixture("small.svs"), *boxes = pgd_test_fixture("boxes.tiff");
     if (!small) {
         pgd_test_skip("no ../shared/testdata");
         return;
@@ -211,7 +190,7 @@ static void test_fixture_backends(void)
 
 static void test_level_choice_by_dimensions(void)
 {
-    const char *boxes = fixture("boxes.tiff");
+    const char *boxes = pgd_test_fixture("boxes.tiff");
     if (!boxes) {
         pgd_test_skip("no ../shared/testdata");
         return;
@@ -269,7 +248,7 @@ static void test_fast_matches_openslide(void)
 {
     compare_full(std_slide(), 2);
     compare_full(make_slide("s444.tiff", 776, 520, 2, (pgd_synth_tiff_opts){.subsampling = 444, .tile = 240}), 2);
-    const char *small = fixture("small.svs");
+    const char *small = pgd_test_fixture("small.svs");
     if (small)
         compare_full(small, 1); /* RGB-coded JPEG with JPEGTables */
 }
@@ -403,7 +382,7 @@ static void test_plain_png(void)
 {
     pgd_err err = PGD_ERR_INIT;
     uint8_t *px = test_image(123, 77), got[50 * 40 * 3];
-    const char *path = tmp_path("plain.png");
+    const char *path = pgd_test_path("plain.png");
     CU_ASSERT_EQUAL(pgd_png_write(path, px, 123, 77, 3, &err), 0);
     pgd_slide *s = open_ok(path, PGD_SLIDE_AUTO);
     if (s) {
@@ -427,7 +406,7 @@ static void test_plain_png(void)
     pgd_slide_close(&s);
     /* gray PNG: expanded to RGB */
     uint8_t gray[4 * 3] = {0, 50, 100, 150, 200, 250, 1, 2, 3, 4, 5, 6};
-    path = tmp_path("gray.png");
+    path = pgd_test_path("gray.png");
     CU_ASSERT_EQUAL(pgd_png_write(path, gray, 4, 3, 1, &err), 0);
     if ((s = open_ok(path, PGD_SLIDE_IMAGE))) {
         CU_ASSERT_EQUAL(pgd_slide_read(s, 0, 1, 0, 1, 4, 1, NULL, got, 12, &err), 0);
@@ -442,7 +421,7 @@ static void test_plain_png(void)
 static void test_plain_jpeg(void)
 {
     uint32_t w = 300, h = 200;
-    const char *path = tmp_path("plain.jpg");
+    const char *path = pgd_test_path("plain.jpg");
     unsigned char *jpg = write_jpeg(path, w, h);
     size_t len;
     free(slurp(path, &len));
@@ -486,7 +465,7 @@ static const char *corrupt_copy(const char *src, const char *name, size_t keep, 
 {
     size_t n;
     uint8_t *d = slurp(src, &n);
-    const char *path = tmp_path(name);
+    const char *path = pgd_test_path(name);
     if (!d)
         return path;
     if (at + len <= n)
@@ -545,22 +524,22 @@ static void test_bad_inputs(void)
     free(d);
     uint64_t off, len;
     tile0(good, &off, &len);
-    const char *text = tmp_path("notes.txt"), *empty = tmp_path("empty.tiff");
+    const char *text = pgd_test_path("notes.txt"), *empty = pgd_test_path("empty.tiff");
     FILE *f = fopen(text, "w");
     fputs("not a slide at all\n", f);
     fclose(f);
     fclose(fopen(empty, "w"));
     uint8_t *px = test_image(64, 64);
     pgd_err err = PGD_ERR_INIT;
-    CU_ASSERT_EQUAL(pgd_png_write(tmp_path("ok.png"), px, 64, 64, 3, &err), 0);
+    CU_ASSERT_EQUAL(pgd_png_write(pgd_test_path("ok.png"), px, 64, 64, 3, &err), 0);
     free(px);
-    const char *png_cut = corrupt_copy(tmp_path("ok.png"), "cut.png", 60, 0, 0, 0);
-    tjFree(write_jpeg(tmp_path("ok.jpg"), 200, 120));
+    const char *png_cut = corrupt_copy(pgd_test_path("ok.png"), "cut.png", 60, 0, 0, 0);
+    tjFree(write_jpeg(pgd_test_path("ok.jpg"), 200, 120));
     size_t jn;
-    free(slurp(tmp_path("ok.jpg"), &jn));
-    const char *jpg_cut = corrupt_copy(tmp_path("ok.jpg"), "cut.jpg", jn / 2, 0, 0, 0);
+    free(slurp(pgd_test_path("ok.jpg"), &jn));
+    const char *jpg_cut = corrupt_copy(pgd_test_path("ok.jpg"), "cut.jpg", jn / 2, 0, 0, 0);
     bad_case cases[] = {
-        {"missing", tmp_path("nothing-here.svs"), 0, PGD_SLIDE_AUTO, "No such file or directory"},
+        {"missing", pgd_test_path("nothing-here.svs"), 0, PGD_SLIDE_AUTO, "No such file or directory"},
         {"empty", empty, 0, PGD_SLIDE_AUTO, "empty file"},
         {"folder", pgd_test_tmpdir(), 0, PGD_SLIDE_AUTO, "is a folder"},
         {"text", text, 0, PGD_SLIDE_AUTO, "not a slide: OpenSlide 3.4.1 does not recognise its format"},
@@ -572,20 +551,20 @@ static void test_bad_inputs(void)
         {"truncated JPEG", jpg_cut, 1, PGD_SLIDE_AUTO, "jpeg: Premature end of JPEG file"},
         {"tile start zeroed, fast", corrupt_copy(good, "t0.tiff", n, off, 16, 0), 1, PGD_SLIDE_FAST,
          "level 0 tile (0, 0): jpeg: Not a JPEG file: starts with 0x00 0x00"},
-        {"tile start zeroed, openslide", tmp_path("t0.tiff"), 1, PGD_SLIDE_OPENSLIDE,
+        {"tile start zeroed, openslide", pgd_test_path("t0.tiff"), 1, PGD_SLIDE_OPENSLIDE,
          "openslide: level 0 region (0, 0) 16x16: Not a JPEG file: starts with 0x00 0x00"},
         {"tile bytes overwritten, fast", corrupt_copy(good, "t1.tiff", n, off + len / 2, 64, 0xff), 1,
          PGD_SLIDE_FAST, "jpeg: Corrupt JPEG data: premature end of data segment"},
-        {"tile bytes overwritten, openslide", tmp_path("t1.tiff"), 1, PGD_SLIDE_OPENSLIDE,
+        {"tile bytes overwritten, openslide", pgd_test_path("t1.tiff"), 1, PGD_SLIDE_OPENSLIDE,
          "Corrupt JPEG data: premature end of data segment"},
         {"tile end cut, fast", corrupt_copy(good, "t2.tiff", n, off + len - 2, 2, 0), 1, PGD_SLIDE_FAST,
          "Premature end of JPEG file"},
-        {"unopenable.tiff", fixture("unopenable.tiff"), 0, PGD_SLIDE_AUTO,
+        {"unopenable.tiff", pgd_test_fixture("unopenable.tiff"), 0, PGD_SLIDE_AUTO,
          "openslide: Unsupported TIFF compression: 52479"},
-        {"unreadable.svs, fast", fixture("unreadable.svs"), 1, PGD_SLIDE_AUTO, "jpeg: Bogus marker length"},
-        {"unreadable.svs, openslide", fixture("unreadable.svs"), 1, PGD_SLIDE_OPENSLIDE,
+        {"unreadable.svs, fast", pgd_test_fixture("unreadable.svs"), 1, PGD_SLIDE_AUTO, "jpeg: Bogus marker length"},
+        {"unreadable.svs, openslide", pgd_test_fixture("unreadable.svs"), 1, PGD_SLIDE_OPENSLIDE,
          "openslide: level 0 region (0, 0) 16x16: Bogus marker length"},
-        {"plain jpeg as fast", tmp_path("ok.jpg"), 0, PGD_SLIDE_FAST, "only the image backend reads it"},
+        {"plain jpeg as fast", pgd_test_path("ok.jpg"), 0, PGD_SLIDE_FAST, "only the image backend reads it"},
         {"slide as image", good, 0, PGD_SLIDE_IMAGE, "not a plain JPEG or PNG file"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -598,7 +577,7 @@ static void test_bad_inputs(void)
 /* After a failed region the same slide still reads the others (OpenSlide's handle is reopened). */
 static void test_recovers_after_error(void)
 {
-    const char *path = tmp_path("t1.tiff");
+    const char *path = pgd_test_path("t1.tiff");
     if (access(path, F_OK) != 0)
         test_bad_inputs();
     pgd_slide_backend backends[] = {PGD_SLIDE_FAST, PGD_SLIDE_OPENSLIDE};
@@ -624,12 +603,12 @@ static void test_recovers_after_error(void)
 static void test_no_growth_on_failures(void)
 {
     char bad_tile[512], cut[512], none[512];
-    snprintf(bad_tile, sizeof bad_tile, "%s", tmp_path("t1.tiff"));
-    snprintf(cut, sizeof cut, "%s", tmp_path("cut.tiff"));
-    snprintf(none, sizeof none, "%s", tmp_path("nothing.svs"));
+    snprintf(bad_tile, sizeof bad_tile, "%s", pgd_test_path("t1.tiff"));
+    snprintf(cut, sizeof cut, "%s", pgd_test_path("cut.tiff"));
+    snprintf(none, sizeof none, "%s", pgd_test_path("nothing.svs"));
     if (access(bad_tile, F_OK) != 0)
         test_bad_inputs();
-    const char *unopenable = fixture("unopenable.tiff");
+    const char *unopenable = pgd_test_fixture("unopenable.tiff");
     uint8_t px[32 * 32 * 3];
     long before = 0;
     for (int i = 0; i < 1050; i++) {

@@ -27,15 +27,6 @@
 
 /* ---- helpers ------------------------------------------------------------------------------------ */
 
-static char *tmp_path(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", pgd_test_tmpdir(), name);
-    return p;
-}
-
 static pgd_synth_slide *make_slide(pgd_synth_task task, uint32_t w, uint32_t h, uint64_t seed, uint32_t index,
                                    int label)
 {
@@ -326,13 +317,13 @@ static void test_deterministic_files(void)
     pgd_synth_slide *c = make_slide(PGD_SYNTH_PANDA, 1200, 900, 12, 4, -1);
     if (!a || !b || !c)
         return;
-    char *pa = tmp_path("det_a.tiff"), *pb = tmp_path("det_b.tiff"), *pc = tmp_path("det_c.tiff");
+    char *pa = pgd_test_path("det_a.tiff"), *pb = pgd_test_path("det_b.tiff"), *pc = pgd_test_path("det_c.tiff");
     CU_ASSERT_EQUAL(write_slide(a, pa, NULL), 0);
     CU_ASSERT_EQUAL(write_slide(b, pb, NULL), 0);
     CU_ASSERT_EQUAL(write_slide(c, pc, NULL), 0);
     CU_ASSERT(same_bytes(pa, pb));
     CU_ASSERT(!same_bytes(pa, pc));
-    CU_ASSERT(!exists(tmp_path("det_a.tiff.tmp")));
+    CU_ASSERT(!exists(pgd_test_path("det_a.tiff.tmp")));
     pgd_synth_slide_free(&a);
     pgd_synth_slide_free(&b);
     pgd_synth_slide_free(&c);
@@ -346,7 +337,7 @@ static void check_openslide(pgd_synth_task task, const char *name)
     pgd_synth_slide *s = make_slide(task, W, H, 21, 2, -1);
     if (!s)
         return;
-    char *path = tmp_path(name);
+    char *path = pgd_test_path(name);
     pgd_synth_tiff_opts o = {.mpp = 0.25};
     CU_ASSERT_EQUAL_FATAL(write_slide(s, path, &o), 0);
     const char *vendor = openslide_detect_vendor(path);
@@ -401,7 +392,7 @@ static void check_libtiff_layout(int subsampling)
     pgd_synth_slide *s = make_slide(PGD_SYNTH_PANDA, 1100, 700, 8, 0, 3);
     if (!s)
         return;
-    char *path = tmp_path(subsampling == 444 ? "layout444.tiff" : "layout420.tiff");
+    char *path = pgd_test_path(subsampling == 444 ? "layout444.tiff" : "layout420.tiff");
     pgd_synth_tiff_opts o = {.tile = 512, .quality = 90, .subsampling = subsampling};
     CU_ASSERT_EQUAL_FATAL(write_slide(s, path, &o), 0);
     TIFF *t = TIFFOpen(path, "r");
@@ -471,7 +462,7 @@ static void test_libtiff_layout(void)
  * project's manifest reader) names every file with the label that file carries. */
 static void test_batch_and_manifest(void)
 {
-    char *d1 = tmp_path("set1"), *d2 = tmp_path("set2");
+    char *d1 = pgd_test_path("set1"), *d2 = pgd_test_path("set2");
     pgd_synth_batch b = {
         .params = {.task = PGD_SYNTH_ULTRAMNIST, .width = 640, .height = 480, .seed = 9},
         .count = 11, .out_dir = d1, .prefix = "um-", .jobs = 2,
@@ -527,7 +518,7 @@ static void test_batch_and_manifest(void)
     CU_ASSERT_EQUAL(files, 12);
     /* A panda set: PANDA's columns, every grade once, Gleason scores that go with the grades. */
     static const char *const gleason[6] = {"0+0", "3+3", "3+4", "4+3", "4+4", "4+5"};
-    char *d3 = tmp_path("set3");
+    char *d3 = pgd_test_path("set3");
     pgd_synth_batch p = {.params = {.task = PGD_SYNTH_PANDA, .width = 400, .height = 300, .seed = 4}, .count = 6,
                          .out_dir = d3};
     CU_ASSERT_EQUAL_FATAL(pgd_synth_generate(&p, &err), 0);
@@ -551,7 +542,7 @@ static void test_batch_and_manifest(void)
 /* A failure while writing leaves nothing under the final name and no temporary file. */
 static void test_write_failure_cleans_up(void)
 {
-    char *dir = tmp_path("fail");
+    char *dir = pgd_test_path("fail");
     CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0755), 0);
     /* The final name is taken by a non-empty folder, so the closing rename fails. */
     char blocker[600], inner[700];
@@ -593,7 +584,7 @@ static void test_pyramid_misuse(void)
     pgd_synth_tiff_opts o = {0};
     CU_ASSERT_EQUAL(pgd_synth_tiff_opts_check(&o, NULL), 0);
     pgd_err err = PGD_ERR_INIT;
-    pgd_synth_pyramid *p = pgd_synth_pyramid_open(tmp_path("short.tiff"), 300, 1000, &o, NULL, &err);
+    pgd_synth_pyramid *p = pgd_synth_pyramid_open(pgd_test_path("short.tiff"), 300, 1000, &o, NULL, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);
     uint32_t y, rows;
     size_t stride;
@@ -606,7 +597,7 @@ static void test_pyramid_misuse(void)
     CU_ASSERT(pgd_synth_pyramid_close(p, &err) < 0);
     CU_ASSERT(strstr(err.msg, "only 256 of 1000 rows were pushed") != NULL);
     pgd_err_clear(&err);
-    CU_ASSERT_PTR_NULL(pgd_synth_pyramid_open(tmp_path("no/such/dir/x.tiff"), 300, 300, &o, NULL, &err));
+    CU_ASSERT_PTR_NULL(pgd_synth_pyramid_open(pgd_test_path("no/such/dir/x.tiff"), 300, 300, &o, NULL, &err));
     CU_ASSERT(strstr(err.msg, "no/such/dir") != NULL);
 }
 
@@ -614,7 +605,7 @@ static void test_pyramid_misuse(void)
  * later call on the writer, and the slide: no final name, no .tmp left. Runs in a child for the limit. */
 static void test_write_error_sticky(void)
 {
-    char *path = tmp_path("limit.tiff"), *slide = tmp_path("limit_slide.tiff");
+    char *path = pgd_test_path("limit.tiff"), *slide = pgd_test_path("limit_slide.tiff");
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
@@ -819,8 +810,8 @@ static void test_memory_independent_of_height(void)
     pgd_synth_tiff_opts o = {0};
     pgd_synth_tiff_opts_check(&o, NULL);
     pgd_err err = PGD_ERR_INIT;
-    pgd_synth_pyramid *a = pgd_synth_pyramid_open(tmp_path("m1.tiff"), 8192, 512, &o, NULL, &err);
-    pgd_synth_pyramid *b = pgd_synth_pyramid_open(tmp_path("m2.tiff"), 8192, 100000, &o, NULL, &err);
+    pgd_synth_pyramid *a = pgd_synth_pyramid_open(pgd_test_path("m1.tiff"), 8192, 512, &o, NULL, &err);
+    pgd_synth_pyramid *b = pgd_synth_pyramid_open(pgd_test_path("m2.tiff"), 8192, 100000, &o, NULL, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     CU_ASSERT_PTR_NOT_NULL_FATAL(b);
     size_t ba = pgd_synth_pyramid_buffer_bytes(a), bb = pgd_synth_pyramid_buffer_bytes(b);
@@ -844,9 +835,9 @@ static long synth_peak_kib(uint32_t w, uint32_t h, const char *name)
         return -2;
     snprintf(ws, sizeof ws, "%u", w);
     snprintf(hs, sizeof hs, "%u", h);
-    snprintf(log, sizeof log, "%s.log", tmp_path(name));
+    snprintf(log, sizeof log, "%s.log", pgd_test_path(name));
     char *argv[] = {bin, "--task", "ultramnist", "--count", "1", "--width", ws, "--height", hs,
-                    "--out", tmp_path(name), NULL};
+                    "--out", pgd_test_path(name), NULL};
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
