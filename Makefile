@@ -47,7 +47,8 @@ CFLAGS += -DPGD_HAVE_CUDA=$(HAVE_CUDA)
 # common/*.c -> libpgd_common.a. For each process folder D: D/main.c is the pgd-D binary, D/X_main.c the
 # pgd-X binary (a tool living beside the process it serves), and every other D/*.c goes into libpgd_D.a.
 # tests/test_*.c are CUnit suites, bench/*.c benchmarks.
-PROCS := zstore loader sampler trainer
+# In link order: a library may use those after it (trainer -> sampler -> loader -> zstore -> common).
+PROCS := trainer sampler loader zstore
 COMMON_SRC := $(wildcard common/*.c)
 lib_src = $(filter-out $(1)/main.c $(1)/%_main.c,$(wildcard $(1)/*.c))
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
