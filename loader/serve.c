@@ -10,6 +10,7 @@
 #include "loader/cli.h"
 #include "loader/serve_int.h"
 #include "log.h"
+#include "sigpipe.h"
 
 #define USAGE "serve --connect ENDPOINT [options]"
 #define ABOUT "the loader process: decode jobs from the sampler over ZeroMQ (docs/loader-process.md)"
@@ -101,7 +102,7 @@ static int serve(pgd_serve *s)
     pgd_err err = PGD_ERR_INIT;
     if (resolve_name(s, &err) != 0)
         return pgd_loader_usage_error("serve", USAGE, "%s", err.msg);
-    if (pgd_serve_signals_install(&s->sigfd, &err) != 0) {
+    if (pgd_sigpipe_install("loader", &s->sigfd, &err) != 0) {
         pgd_log_err(&err);
         return PGD_EXIT_FAIL;
     }
@@ -119,7 +120,7 @@ static int serve(pgd_serve *s)
     }
     pgd_serve_drop_slide(s);
     pgd_serve_close(s);
-    pgd_serve_signals_restore();
+    pgd_sigpipe_restore();
     return rc;
 }
 

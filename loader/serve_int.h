@@ -82,10 +82,5 @@ void pgd_serve_drop_slide(pgd_serve *s);
  * '?', cut to fit on a character boundary. Returns the length (>= 1). */
 size_t pgd_serve_reason(const char *text, char *out, size_t cap);
 
-/* serve_sig.c: SIGINT / SIGTERM through a self-pipe */
-int pgd_serve_signals_install(int *read_fd, pgd_err *err);
-void pgd_serve_signals_restore(void);
-/* Empty the pipe; returns how many signals arrived so far. */
-int pgd_serve_signals_take(int read_fd);
 
 #endif

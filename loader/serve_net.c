@@ -9,6 +9,7 @@
 
 #include "loader/serve_int.h"
 #include "log.h"
+#include "sigpipe.h"
 
 int64_t pgd_serve_now_ms(void)
 {
@@ -105,7 +106,7 @@ void pgd_serve_close(pgd_serve *s)
 
 static void take_signals(pgd_serve *s)
 {
-    if (pgd_serve_signals_take(s->sigfd) > 0 && !s->signalled) {
+    if (pgd_sigpipe_take(s->sigfd) > 0 && !s->signalled) {
         s->signalled = 1;
         pgd_info("signal: finishing the job in hand, then exiting (a second signal exits at once)");
     }

@@ -1,25 +1,26 @@
-/* serve_sig.c: SIGINT / SIGTERM for the loader process: the first one writes a self-pipe the poll loop
- * watches, the second ends the process at once. */
+/* sigpipe.c: SIGINT / SIGTERM handlers that wake a poll loop through a self-pipe (see sigpipe.h). */
+#include "sigpipe.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-
-#include "loader/serve_int.h"
 
 static volatile sig_atomic_t g_count;
 static int g_pipe[2] = {-1, -1};
 static struct sigaction g_old_int, g_old_term;
 static int g_installed;
+static char g_msg[64];
+static size_t g_msg_len;
 
 static void on_signal(int sig)
 {
     int saved = errno;
     g_count++;
     if (g_count >= 2) {
-        static const char msg[] = "loader: second signal, exiting now\n";
-        ssize_t r = write(STDERR_FILENO, msg, sizeof msg - 1);
+        ssize_t r = write(STDERR_FILENO, g_msg, g_msg_len);
         (void)r;
         _exit(PGD_EXIT_FAIL);
     }
@@ -29,10 +30,12 @@ static void on_signal(int sig)
     errno = saved;
 }
 
-int pgd_serve_signals_install(int *read_fd, pgd_err *err)
+int pgd_sigpipe_install(const char *role, int *read_fd, pgd_err *err)
 {
     if (g_installed)
-        return pgd_fail(err, PGD_EBUSY, "signal handlers already installed (one serve loop per process)");
+        return pgd_fail(err, PGD_EBUSY, "signal handlers already installed (one poll loop per process)");
+    int n = snprintf(g_msg, sizeof g_msg, "%.31s: second signal, exiting now\n", role ? role : "pgd");
+    g_msg_len = n > 0 && (size_t)n < sizeof g_msg ? (size_t)n : 0;
     if (pipe2(g_pipe, O_NONBLOCK | O_CLOEXEC) != 0)
         return pgd_fail_errno(err, PGD_EIO, "pipe2 for signals");
     struct sigaction sa;
@@ -62,7 +65,15 @@ fail:
     return -1;
 }
 
-void pgd_serve_signals_restore(void)
+int pgd_sigpipe_take(int read_fd)
+{
+    unsigned char buf[16];
+    while (read(read_fd, buf, sizeof buf) > 0)
+        ;
+    return (int)g_count;
+}
+
+void pgd_sigpipe_restore(void)
 {
     if (!g_installed)
         return;
@@ -72,12 +83,4 @@ void pgd_serve_signals_restore(void)
     close(g_pipe[1]);
     g_pipe[0] = g_pipe[1] = -1;
     g_installed = 0;
-}
-
-int pgd_serve_signals_take(int read_fd)
-{
-    unsigned char buf[16];
-    while (read(read_fd, buf, sizeof buf) > 0)
-        ;
-    return (int)g_count;
 }

@@ -1,0 +1,141 @@
+/* sampler_int.h: the sampler process's state and the functions its files share (private to sampler/sampler*.c). */
+#ifndef PGD_SAMPLER_INT_H
+#define PGD_SAMPLER_INT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "err.h"
+#include "manifest.h"
+#include "sampler/sampler.h"
+#include "sampler/schedule.h"
+#include "wire.h"
+#include "wire_zmq.h"
+
+/* The options (config keys) of pgd-sampler; docs/sampler.md has the table. */
+typedef struct pgd_sampler_opts {
+    char *manifest, *slides, *ext;
+    int geometry; /* 0 fit, 1 native */
+    int64_t fit_size, patch, level;
+    double mpp;
+    int mode; /* 0 train, 1 eval, 2 infer */
+    int64_t epochs, batch_size;
+    double sampling, max_sampled;
+    int64_t zeta, fill_chunk, inner_chunk;
+    int shared_positions, drop_last;
+    int64_t seed, run_id;
+    char *loaders_endpoint, *consumer_endpoint;
+    int64_t heartbeat_ms, heartbeat_timeout_ms, window, loader_wait_ms, hwm;
+    char *run_dir;
+} pgd_sampler_opts;
+
+enum { SMP_JOB_QUEUED = 0, SMP_JOB_SENT, SMP_JOB_DONE, SMP_JOB_FAILED };
+
+/* The job that fetches one image's cells of one message. */
+typedef struct smp_job {
+    uint32_t attempt; /* of the last JOB sent; 0 before the first */
+    int loader;       /* loader index holding it (SENT), else -1 */
+    int state;
+} smp_job;
+
+/* One message of the schedule in flight: its step (arrays copied), its jobs, its pixels. */
+typedef struct smp_slot {
+    int used;
+    uint64_t seq;     /* index of the message in the schedule; also the BATCH task_id */
+    uint64_t task0;   /* task id of image 0's job; image i has task0 + i */
+    pgd_sched_step st;
+    uint32_t *images; /* st.n_images manifest rows */
+    uint8_t *cells;   /* wire cells, image-major, n_images x ppi x 8 */
+    uint8_t *pixels;  /* n_images x ppi x p x p x 3 */
+    smp_job *jobs;    /* n_images */
+    uint32_t pending; /* jobs neither DONE nor FAILED */
+    size_t cap_images, cap_jobs, cap_cells;
+    size_t cap_pixels;
+} smp_slot;
+
+typedef struct smp_loader {
+    uint8_t id[256]; /* ZeroMQ routing id */
+    size_t id_len;
+    char name[PGD_WIRE_NAME_MAX + 1];
+    uint32_t credit;  /* from HELLO */
+    uint32_t out;     /* jobs sent and not answered */
+    int64_t last_rx;  /* monotonic ms */
+    int alive;
+    uint64_t done;    /* results accepted from it */
+    int64_t last_image; /* manifest row of the last JOB sent to it, -1 none: the slide it has open */
+} smp_loader;
+
+typedef struct smp_counts {
+    uint64_t jobs_sent, reissued, results, duplicates, job_errors, mismatched, unexpected;
+    uint64_t batches, skipped, patches, bytes;
+    uint64_t loaders_dead;
+} smp_counts;
+
+typedef struct pgd_sampler {
+    pgd_sampler_opts o;
+    pgd_manifest *man;
+    uint32_t *grid_m, *grid_n; /* per image (native), or NULL (fit) */
+    uint8_t *failed;           /* per image: decode failed, left out of every message */
+    pgd_sched_config scfg;
+    pgd_sched *sched;
+    uint32_t channels;
+    FILE *errors, *progress; /* run_dir files, or NULL */
+    void *ctx, *lsock, *csock;
+    int sigfd;
+    /* the window: a ring of slots, in schedule order from head */
+    smp_slot *slots;
+    uint32_t nslots, head, used;
+    uint64_t next_seq, next_task;
+    int sched_done;
+    /* loaders, in order of registration */
+    smp_loader *loaders;
+    uint32_t nloaders, cap_loaders;
+    int64_t started_ms, last_alive_ms, last_hb_ms;
+    int ever_registered;
+    /* the consumer */
+    uint8_t cons_id[256];
+    size_t cons_id_len;
+    int have_consumer;
+    uint64_t cons_credit;
+    int signalled, fatal, complete;
+    char reason[1024]; /* why the run failed, for the log */
+    pgd_wire_stats bad;
+    int logged_mismatch, logged_unexpected;
+    smp_counts n;
+} pgd_sampler;
+
+/* sampler_setup.c */
+int64_t pgd_sampler_now_ms(void);
+/* Options -> manifest, grids, schedule, run folder files. PGD_EINVAL errors are usage errors. */
+int pgd_sampler_setup(pgd_sampler *s, pgd_err *err);
+/* Sockets: bind both ROUTERs. */
+int pgd_sampler_open_net(pgd_sampler *s, pgd_err *err);
+void pgd_sampler_teardown(pgd_sampler *s);
+/* Record image `img` as failed (once): errors.tsv line and a WARN. */
+void pgd_sampler_record_failure(pgd_sampler *s, uint32_t img, const char *reason);
+
+/* sampler_loaders.c */
+/* Take in one message from the loaders' socket. -1: fatal. */
+int pgd_sampler_loader_rx(pgd_sampler *s);
+/* Send queued jobs to loaders with room. -1: fatal. */
+int pgd_sampler_dispatch(pgd_sampler *s);
+/* Heartbeats to live loaders, and dead-loader detection (their jobs re-queued). */
+int pgd_sampler_liveness(pgd_sampler *s);
+/* STOP to every known loader. */
+void pgd_sampler_stop_loaders(pgd_sampler *s);
+
+/* sampler_window.c */
+/* Fill free slots from the schedule. -1: fatal (the schedule failed). */
+int pgd_sampler_fill(pgd_sampler *s, pgd_err *err);
+/* The slot and image of a task id, or NULL. */
+smp_slot *pgd_sampler_find_task(pgd_sampler *s, uint64_t task, uint32_t *image);
+/* Mark an image failed in every slot of the window (its jobs dropped). */
+void pgd_sampler_fail_image(pgd_sampler *s, uint32_t img);
+/* Send complete head slots to the consumer while credit lasts. -1: fatal. */
+int pgd_sampler_emit(pgd_sampler *s);
+/* Take in one message from the consumer's socket. -1: fatal. */
+int pgd_sampler_consumer_rx(pgd_sampler *s);
+/* Send END (complete) or STOP to the consumer. */
+void pgd_sampler_end_consumer(pgd_sampler *s, int complete);
+
+#endif
