@@ -22,6 +22,7 @@ typedef struct bench_cfg {
     char *workdir, *bin;
     int64_t slides, width, height, fit, patch, batch, epochs, fill_chunk, max_loaders, window, credit;
     double sampling;
+    int real, instant;
 } bench_cfg;
 
 #define O(f) offsetof(bench_cfg, f)
@@ -40,6 +41,8 @@ static const pgd_cfg_opt opts[] = {
     {"max_loaders", PGD_CFG_INT, O(max_loaders), "2", 1, 64, NULL, "loaders: 1..N", 0},
     {"window", PGD_CFG_INT, O(window), "4", 1, 4096, NULL, "sampler window", 0},
     {"credit", PGD_CFG_INT, O(credit), "4", 1, 10000, NULL, "sink credit", 0},
+    {"real", PGD_CFG_BOOL, O(real), "yes", 0, 0, NULL, "run the rows with real pgd-loader processes", 0},
+    {"instant", PGD_CFG_BOOL, O(instant), "yes", 0, 0, NULL, "run the rows with instant (fake) loaders", 0},
     {NULL},
 };
 
@@ -62,6 +65,13 @@ static pid_t spawn(const char *bin, const char *const *argv, const char *out)
         _exit(126);
     execv(bin, (char *const *)argv);
     _exit(127);
+}
+
+/* The fake loader's pixels never change: ZeroMQ may send them in place, nothing to give back. */
+static void keep_pixels(void *data, void *hint)
+{
+    (void)data;
+    (void)hint;
 }
 
 /* A loader that answers every JOB at once with grey pixels and the JOB's cells; exits at STOP. */
@@ -101,7 +111,8 @@ static void fake_loader(const char *endpoint)
                 pgd_wire_header r = m->h;
                 r.type = PGD_WIRE_PATCHES;
                 pgd_wire_frame f[2] = {{px, need}, {m->cells, m->n_cells * PGD_WIRE_CELL_SIZE}};
-                pgd_wire_send(s, NULL, &r, f, 2, 0, NULL);
+                int given;
+                pgd_wire_send_zc(s, NULL, &r, f, 2, 0, keep_pixels, NULL, 0, &given, NULL);
             }
         }
         pgd_wire_rx_close(&rx);
@@ -242,9 +253,9 @@ int main(int argc, char **argv)
     memcpy_row();
     printf("%-10s %3s %8s %9s %9s %8s %10s %8s %8s\n", "loaders", "n", "batches", "patches", "MB", "stream_s",
            "patches/s", "GB/s", "wall_s");
-    for (int n = 1; n <= c.max_loaders; n++)
+    for (int n = 1; c.real && n <= c.max_loaders; n++)
         run(&c, n, 0);
-    for (int n = 1; n <= c.max_loaders; n++)
+    for (int n = 1; c.instant && n <= c.max_loaders; n++)
         run(&c, n, 1);
     pgd_cfg_args_free(&a);
     pgd_cfg_free(opts, &c);

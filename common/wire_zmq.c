@@ -2,7 +2,23 @@
 #include "wire_zmq.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+/* The error for a zmq_msg_send that failed with errno e. */
+static int send_failed(int e, pgd_err *err)
+{
+    errno = e;
+    if (e == EAGAIN)
+        return pgd_fail(err, PGD_EBUSY, "wire: send would block");
+    if (e == EHOSTUNREACH)
+        return pgd_fail(err, PGD_ENOENT, "wire: send: no peer with this routing id");
+    return pgd_fail_errno(err, PGD_EIO, "wire: zmq_msg_send");
+}
 
 /* Send one frame (a copy of data), retrying EINTR. Only a ZMQ_DONTWAIT frame can meet EAGAIN (PGD_EBUSY). */
 static int send_part(void *sock, const void *data, size_t len, int zflags, pgd_err *err)
@@ -17,18 +33,59 @@ static int send_part(void *sock, const void *data, size_t len, int zflags, pgd_e
         if (e == EINTR)
             continue;
         zmq_msg_close(&m);
-        errno = e;
-        if (e == EAGAIN)
-            return pgd_fail(err, PGD_EBUSY, "wire: send would block");
-        if (e == EHOSTUNREACH)
-            return pgd_fail(err, PGD_ENOENT, "wire: send: no peer with this routing id");
-        return pgd_fail_errno(err, PGD_EIO, "wire: zmq_msg_send");
+        return send_failed(e, err);
     }
     return 0;
 }
 
-int pgd_wire_send(void *sock, const pgd_wire_frame *routing_id, const pgd_wire_header *h,
-                  const pgd_wire_frame *frames, size_t n, int flags, pgd_err *err)
+/* The hint ZeroMQ gets with a given buffer: the caller's free function, called only while armed (a frame
+ * that could not be sent goes back to the caller, not to its free function). */
+typedef struct zc_gift {
+    pgd_wire_free_fn *fn;
+    void *hint;
+    int armed;
+} zc_gift;
+
+static void zc_release(void *data, void *hint)
+{
+    zc_gift *g = hint;
+    if (g->armed)
+        g->fn(data, g->hint);
+    free(g);
+}
+
+/* Send frame f without copying it; *given = 1 once ZeroMQ holds it. */
+static int send_given(void *sock, pgd_wire_frame f, pgd_wire_free_fn *free_fn, void *hint, int zflags, int *given,
+                      pgd_err *err)
+{
+    zc_gift *g = malloc(sizeof *g);
+    if (!g)
+        return pgd_fail(err, PGD_ENOMEM, "wire: out of memory");
+    g->fn = free_fn;
+    g->hint = hint;
+    g->armed = 1; /* before the send: ZeroMQ's I/O thread may release the frame as soon as it is queued */
+    zmq_msg_t m;
+    if (zmq_msg_init_data(&m, (void *)f.data, f.len, zc_release, g) != 0) {
+        free(g);
+        return pgd_fail_errno(err, PGD_ENOMEM, "wire: zmq_msg_init_data %zu", f.len);
+    }
+    while (zmq_msg_send(&m, sock, zflags) == -1) {
+        int e = errno;
+        if (e == EINTR)
+            continue;
+        /* not taken: the message is still ours alone, so closing it releases it here, in this thread */
+        g->armed = 0;
+        zmq_msg_close(&m);
+        return send_failed(e, err);
+    }
+    *given = 1;
+    return 0;
+}
+
+/* Encode, then send the routing id, the header and the frames; frame `give` (when < n) without a copy. */
+static int send_frames(void *sock, const pgd_wire_frame *routing_id, const pgd_wire_header *h,
+                       const pgd_wire_frame *frames, size_t n, size_t give, pgd_wire_free_fn *free_fn, void *hint,
+                       int flags, int *given, pgd_err *err)
 {
     uint8_t head[PGD_WIRE_HEADER_SIZE];
     if (pgd_wire_encode(h, frames, n, head, err) < 0)
@@ -41,10 +98,31 @@ int pgd_wire_send(void *sock, const pgd_wire_frame *routing_id, const pgd_wire_h
     }
     if (send_part(sock, head, sizeof head, (n ? ZMQ_SNDMORE : 0) | first, err) < 0)
         return -1;
-    for (size_t i = 0; i < n; i++)
-        if (send_part(sock, frames[i].data, frames[i].len, i + 1 < n ? ZMQ_SNDMORE : 0, err) < 0)
+    for (size_t i = 0; i < n; i++) {
+        int more = i + 1 < n ? ZMQ_SNDMORE : 0;
+        int rc = i == give ? send_given(sock, frames[i], free_fn, hint, more, given, err)
+                           : send_part(sock, frames[i].data, frames[i].len, more, err);
+        if (rc < 0)
             return -1;
+    }
     return 0;
+}
+
+int pgd_wire_send(void *sock, const pgd_wire_frame *routing_id, const pgd_wire_header *h,
+                  const pgd_wire_frame *frames, size_t n, int flags, pgd_err *err)
+{
+    return send_frames(sock, routing_id, h, frames, n, n, NULL, NULL, flags, NULL, err);
+}
+
+int pgd_wire_send_zc(void *sock, const pgd_wire_frame *routing_id, const pgd_wire_header *h,
+                     const pgd_wire_frame *frames, size_t n, size_t give, pgd_wire_free_fn *free_fn, void *hint,
+                     int flags, int *given, pgd_err *err)
+{
+    *given = 0;
+    if (give >= n || !frames[give].data || !free_fn)
+        return pgd_fail(err, PGD_EINVAL, "wire: frame %zu of %zu cannot be given (no data or no free function)",
+                        give, n);
+    return send_frames(sock, routing_id, h, frames, n, give, free_fn, hint, flags, given, err);
 }
 
 /* Receive one frame into m (initialised here; closed again on failure), retrying EINTR. */
@@ -135,4 +213,13 @@ void pgd_wire_rx_close(pgd_wire_rx *rx)
     rx->nparts = 0;
     rx->nreceived = 0;
     memset(&rx->msg, 0, sizeof rx->msg);
+}
+
+void pgd_wire_keep_pages(void)
+{
+#ifdef __GLIBC__
+    /* every block from the heaps (none mapped on its own), and no trimming of free memory at their tops */
+    (void)mallopt(M_MMAP_MAX, 0);
+    (void)mallopt(M_TRIM_THRESHOLD, INT_MAX);
+#endif
 }

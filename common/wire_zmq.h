@@ -30,6 +30,27 @@ typedef struct pgd_wire_rx {
 int pgd_wire_send(void *sock, const pgd_wire_frame *routing_id, const pgd_wire_header *h,
                   const pgd_wire_frame *frames, size_t n, int flags, pgd_err *err);
 
+/* Called by ZeroMQ when it is done with a buffer given by pgd_wire_send_zc: from any thread (usually its I/O
+ * thread), at any time after the send, at the latest in zmq_ctx_term. Must be thread-safe towards the caller. */
+typedef void pgd_wire_free_fn(void *data, void *hint);
+
+/* As pgd_wire_send, but payload frame `give` (< n, data not NULL) is not copied: its buffer is handed to
+ * ZeroMQ, which writes it to the socket from where it lies and then calls free_fn(frames[give].data, hint)
+ * once. The caller must not change or free the buffer after handing it over. *given (never NULL) tells who
+ * owns it on return: 1 ZeroMQ (always after a return of 0), 0 still the caller (free_fn is then never
+ * called): a refused message (PGD_EINVAL), PGD_EBUSY / PGD_ENOENT (nothing sent), or a failure before or
+ * while sending that frame. The other frames are copied as in pgd_wire_send. */
+int pgd_wire_send_zc(void *sock, const pgd_wire_frame *routing_id, const pgd_wire_header *h,
+                     const pgd_wire_frame *frames, size_t n, size_t give, pgd_wire_free_fn *free_fn, void *hint,
+                     int flags, int *given, pgd_err *err);
+
+/* ZeroMQ allocates every received frame itself (malloc in its I/O thread). By default glibc maps large
+ * blocks afresh (mmap) and gives freed memory back to the system, so each large message faults in new pages
+ * (48 MiB messages ran under 1 GB/s for that). Call this once at process start, before the first socket, in
+ * processes that receive large messages: freed blocks then stay mapped and are reused. Best effort: does
+ * nothing under an allocator without these settings (sanitizers). Memory is held at its high mark. */
+void pgd_wire_keep_pages(void);
+
 /* Receive one whole message into rx (its previous contents are overwritten: close it first). With
  * want_routing_id the first frame is taken as the routing id (ROUTER sockets). Every frame of the message
  * is consumed, good or bad, so the socket never holds half a message. Then the message is decoded: on

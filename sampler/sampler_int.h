@@ -2,6 +2,7 @@
 #ifndef PGD_SAMPLER_INT_H
 #define PGD_SAMPLER_INT_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -38,6 +39,23 @@ typedef struct smp_job {
     int state;
 } smp_job;
 
+/* A pixel buffer of the pool. */
+typedef struct smp_buf {
+    uint8_t *data;
+    size_t cap;
+    struct smp_pool *pool;
+    struct smp_buf *next; /* in the idle list */
+} smp_buf;
+
+/* Buffers given to ZeroMQ come back here from its I/O thread (pgd_sampler_pool_put), hence the lock. */
+typedef struct smp_pool {
+    pthread_mutex_t mu;
+    smp_buf *idle;
+    uint32_t nidle, max_idle;
+    uint64_t out; /* buffers held by slots or by ZeroMQ */
+    int ready;
+} smp_pool;
+
 /* One message of the schedule in flight: its step (arrays copied), its jobs, its pixels. */
 typedef struct smp_slot {
     int used;
@@ -46,11 +64,11 @@ typedef struct smp_slot {
     pgd_sched_step st;
     uint32_t *images; /* st.n_images manifest rows */
     uint8_t *cells;   /* wire cells, image-major, n_images x ppi x 8 */
-    uint8_t *pixels;  /* n_images x ppi x p x p x 3 */
+    smp_buf *pix;     /* from the pool, NULL once handed to ZeroMQ with its BATCH */
+    uint8_t *pixels;  /* pix->data: n_images x ppi x p x p x 3 */
     smp_job *jobs;    /* n_images */
     uint32_t pending; /* jobs neither DONE nor FAILED */
     size_t cap_images, cap_jobs, cap_cells;
-    size_t cap_pixels;
 } smp_slot;
 
 typedef struct smp_loader {
@@ -85,6 +103,7 @@ typedef struct pgd_sampler {
     /* the window: a ring of slots, in schedule order from head */
     smp_slot *slots;
     uint32_t nslots, head, used;
+    smp_pool pool; /* the slots' pixel buffers */
     uint64_t next_seq, next_task;
     int sched_done;
     /* loaders, in order of registration */
@@ -113,6 +132,16 @@ int pgd_sampler_open_net(pgd_sampler *s, pgd_err *err);
 void pgd_sampler_teardown(pgd_sampler *s);
 /* Record image `img` as failed (once): errors.tsv line and a WARN. */
 void pgd_sampler_record_failure(pgd_sampler *s, uint32_t img, const char *reason);
+
+/* sampler_pool.c */
+int pgd_sampler_pool_init(smp_pool *p, uint32_t max_idle, pgd_err *err);
+/* An idle buffer of at least need bytes (the smallest that fits), else a new one; NULL when out of memory. */
+smp_buf *pgd_sampler_pool_get(smp_pool *p, size_t need);
+/* A pgd_wire_free_fn (hint: the smp_buf): the buffer goes back to the idle list; beyond max_idle the smallest
+ * idle buffer is freed. Thread-safe. */
+void pgd_sampler_pool_put(void *data, void *hint);
+/* Free the idle buffers. Call after zmq_ctx_term (every given buffer is back) and after the slots' return. */
+void pgd_sampler_pool_destroy(smp_pool *p);
 
 /* sampler_loaders.c */
 /* Take in one message from the loaders' socket. -1: fatal. */

@@ -160,6 +160,7 @@ static int run(pgd_sampler *s)
 int pgd_sampler_main(int argc, char **argv)
 {
     pgd_log_init("sampler", PGD_LOG_INFO, 0);
+    pgd_wire_keep_pages(); /* PATCHES messages are large: reuse their pages */
     const pgd_cfg_opt *opts = pgd_sampler_options();
     pgd_sampler s;
     memset(&s, 0, sizeof s);

@@ -191,6 +191,9 @@ int pgd_sampler_setup(pgd_sampler *s, pgd_err *err)
     s->slots = calloc(s->nslots, sizeof *s->slots);
     if (!s->failed || !s->slots)
         return pgd_fail(err, PGD_ENOMEM, "sampler state");
+    /* idle buffers: enough for the window and the messages ZeroMQ still holds for the consumer */
+    if (pgd_sampler_pool_init(&s->pool, s->nslots + 4, err) != 0)
+        return -1;
     if (run_dir(s, err) != 0)
         return -1;
     if (s->o.geometry == 1 && native_grids(s, err) != 0)
@@ -253,9 +256,11 @@ void pgd_sampler_teardown(pgd_sampler *s)
         smp_slot *sl = &s->slots[i];
         free(sl->images);
         free(sl->cells);
-        free(sl->pixels);
+        if (sl->pix)
+            pgd_sampler_pool_put(sl->pix->data, sl->pix);
         free(sl->jobs);
     }
+    pgd_sampler_pool_destroy(&s->pool);
     free(s->slots);
     s->slots = NULL;
     free(s->loaders);

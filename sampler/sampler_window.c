@@ -32,9 +32,15 @@ static int take_step(pgd_sampler *s, smp_slot *sl, const pgd_sched_step *st, pgd
                         "wire's 2 GiB", n, ppi, (unsigned long long)px);
     if (grow((void **)&sl->images, &sl->cap_images, n * sizeof *sl->images, err) ||
         grow((void **)&sl->jobs, &sl->cap_jobs, n * sizeof *sl->jobs, err) ||
-        grow((void **)&sl->cells, &sl->cap_cells, (size_t)n * ppi * PGD_WIRE_CELL_SIZE, err) ||
-        grow((void **)&sl->pixels, &sl->cap_pixels, (size_t)px, err))
+        grow((void **)&sl->cells, &sl->cap_cells, (size_t)n * ppi * PGD_WIRE_CELL_SIZE, err))
         return -1;
+    if (sl->pix && sl->pix->cap < px) {
+        pgd_sampler_pool_put(sl->pix->data, sl->pix);
+        sl->pix = NULL;
+    }
+    if (!sl->pix && !(sl->pix = pgd_sampler_pool_get(&s->pool, (size_t)px)))
+        return pgd_fail(err, PGD_ENOMEM, "window buffer of %llu bytes", (unsigned long long)px);
+    sl->pixels = sl->pix->data;
     sl->st = *st;
     memcpy(sl->images, st->images, n * sizeof *sl->images);
     sl->st.images = sl->images;
@@ -177,12 +183,18 @@ static int send_head(pgd_sampler *s, smp_slot *sl)
                            {labels, (size_t)kept * PGD_WIRE_LABEL_SIZE}};
     pgd_wire_frame rid = {s->cons_id, s->cons_id_len};
     pgd_err e = PGD_ERR_INIT;
-    if (pgd_wire_send(s->csock, &rid, &h, f, 4, PGD_WIRE_DONTWAIT, &e) != 0) {
-        if (e.code == PGD_EBUSY) {
+    int given = 0;
+    rc = pgd_wire_send_zc(s->csock, &rid, &h, f, 4, 0, pgd_sampler_pool_put, sl->pix, PGD_WIRE_DONTWAIT, &given, &e);
+    if (given) { /* ZeroMQ sends the pixels from this buffer and gives it back to the pool when done */
+        sl->pix = NULL;
+        sl->pixels = NULL;
+    }
+    if (rc != 0) {
+        if (!given && e.code == PGD_EBUSY) {
             rc = 1;
             goto out; /* nothing changed but the compaction, which is idempotent */
         }
-        if (e.code == PGD_ENOENT) { /* the consumer went away: wait for it (or another) to grant credit */
+        if (!given && e.code == PGD_ENOENT) { /* the consumer went away: wait for it (or another) to grant credit */
             pgd_warn("consumer gone: %s", e.msg);
             s->have_consumer = 0;
             s->cons_credit = 0;

@@ -201,6 +201,7 @@ static void summary(sink *k)
 int pgd_sink_main(int argc, char **argv)
 {
     pgd_log_init("sink", PGD_LOG_INFO, 0);
+    pgd_wire_keep_pages(); /* BATCH messages are large: reuse their pages */
     sink k;
     memset(&k, 0, sizeof k);
     k.sigfd = -1;

@@ -1298,6 +1298,105 @@ static void test_zmq_dontwait_and_refusal(void)
     g_ctx = NULL;
 }
 
+/* --- zero-copy send ---------------------------------------------------------------------------------- */
+
+typedef struct zc_seen {
+    int calls;
+    const void *data;
+    void *hint;
+} zc_seen;
+
+static void zc_record(void *data, void *hint)
+{
+    zc_seen *z = hint; /* ZeroMQ's thread writes, the test reads only after zmq_ctx_term (a barrier) */
+    z->calls++;
+    z->data = data;
+    z->hint = hint;
+}
+
+/* A BATCH sent with its pixels given: same bytes on arrival, the free function called once with the buffer
+ * after the context is gone, never for refused sends. */
+static void zc_round_trip(const char *endpoint)
+{
+    static tmsg m, copy;
+    static zc_seen z;
+    memset(&z, 0, sizeof z);
+    void *ctx = zmq_ctx_new();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ctx);
+    void *a = zmq_socket(ctx, ZMQ_PAIR), *b = zmq_socket(ctx, ZMQ_PAIR);
+    int zero = 0, timeout = 5000;
+    CU_ASSERT_EQUAL(zmq_setsockopt(a, ZMQ_LINGER, &zero, sizeof zero), 0);
+    CU_ASSERT_EQUAL(zmq_setsockopt(b, ZMQ_LINGER, &zero, sizeof zero), 0);
+    CU_ASSERT_EQUAL(zmq_setsockopt(b, ZMQ_RCVTIMEO, &timeout, sizeof timeout), 0);
+    CU_ASSERT_EQUAL_FATAL(zmq_bind(a, endpoint), 0);
+    CU_ASSERT_EQUAL_FATAL(zmq_connect(b, endpoint), 0);
+    make_msg(&m, PGD_WIRE_BATCH);
+    copy = m;
+    pgd_err err = PGD_ERR_INIT;
+    int given = -1;
+
+    /* refusals keep the buffer with the caller */
+    CU_ASSERT_EQUAL(pgd_wire_send_zc(a, NULL, &m.h, m.f, m.n, m.n, zc_record, &z, 0, &given, &err), -1);
+    CU_ASSERT_EQUAL(err.code, PGD_EINVAL);
+    CU_ASSERT_EQUAL(given, 0);
+    m.h.flags = 0;
+    pgd_err_clear(&err);
+    given = -1;
+    CU_ASSERT_EQUAL(pgd_wire_send_zc(a, NULL, &m.h, m.f, m.n, 0, zc_record, &z, 0, &given, &err), -1);
+    CU_ASSERT_EQUAL(err.code, PGD_EINVAL);
+    CU_ASSERT_EQUAL(given, 0);
+    m.h.flags = copy.h.flags;
+
+    pgd_err_clear(&err);
+    int rc = pgd_wire_send_zc(a, NULL, &m.h, m.f, m.n, 0, zc_record, &z, 0, &given, &err);
+    if (rc != 0)
+        printf("\n    send_zc: %s\n", err.msg);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT_EQUAL(given, 1);
+    recv_expect(b, 0, &copy);
+    CU_ASSERT_EQUAL(zmq_close(a), 0);
+    CU_ASSERT_EQUAL(zmq_close(b), 0);
+    CU_ASSERT_EQUAL(zmq_ctx_term(ctx), 0);
+    CU_ASSERT_EQUAL(z.calls, 1);
+    CU_ASSERT_PTR_EQUAL(z.data, m.f[0].data);
+    CU_ASSERT_PTR_EQUAL(z.hint, &z);
+}
+
+static void test_zmq_send_zc_inproc(void)
+{
+    zc_round_trip("inproc://wire-zc");
+}
+
+static void test_zmq_send_zc_ipc(void)
+{
+    char ep[300];
+    snprintf(ep, sizeof ep, "ipc://%s/wire-zc.sock", pgd_test_tmpdir());
+    zc_round_trip(ep);
+}
+
+/* With PGD_WIRE_DONTWAIT and no peer, nothing is sent and the buffer stays the caller's. */
+static void test_zmq_send_zc_busy(void)
+{
+    static tmsg m;
+    static zc_seen z;
+    memset(&z, 0, sizeof z);
+    void *ctx = zmq_ctx_new();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ctx);
+    void *a = zmq_socket(ctx, ZMQ_PAIR);
+    int zero = 0;
+    CU_ASSERT_EQUAL(zmq_setsockopt(a, ZMQ_LINGER, &zero, sizeof zero), 0);
+    CU_ASSERT_EQUAL_FATAL(zmq_bind(a, "inproc://wire-zc-busy"), 0);
+    make_msg(&m, PGD_WIRE_BATCH);
+    pgd_err err = PGD_ERR_INIT;
+    int given = -1;
+    CU_ASSERT_EQUAL(pgd_wire_send_zc(a, NULL, &m.h, m.f, m.n, 0, zc_record, &z, PGD_WIRE_DONTWAIT, &given, &err), -1);
+    CU_ASSERT_EQUAL(err.code, PGD_EBUSY);
+    CU_ASSERT_EQUAL(given, 0);
+    CU_ASSERT_EQUAL(zmq_close(a), 0);
+    CU_ASSERT_EQUAL(zmq_ctx_term(ctx), 0);
+    CU_ASSERT_EQUAL(z.calls, 0);
+}
+
 static const pgd_test_case cases[] = {
     {"round_trip_every_type", test_round_trip_every_type},
     {"header_layout", test_header_layout},
@@ -1316,6 +1415,9 @@ static const pgd_test_case cases[] = {
     {"zmq_raw_bad_inproc", test_zmq_raw_bad_inproc},
     {"zmq_raw_bad_ipc", test_zmq_raw_bad_ipc},
     {"zmq_dontwait_and_refusal", test_zmq_dontwait_and_refusal},
+    {"zmq_send_zc_inproc", test_zmq_send_zc_inproc},
+    {"zmq_send_zc_ipc", test_zmq_send_zc_ipc},
+    {"zmq_send_zc_busy", test_zmq_send_zc_busy},
     {NULL, NULL},
 };
 
