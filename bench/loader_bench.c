@@ -20,6 +20,7 @@
 #include "loader/patcher_more.h"
 #include "loader/synth.h"
 #include "rng.h"
+#include "sysinfo.h"
 
 #define MAX_PROCS 256
 #define MAX_REPEAT 9
@@ -554,18 +555,8 @@ static const run_stats *median_run(const row *r)
 
 static void print_machine(void)
 {
-    char line[512], model[256] = "unknown CPU";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    while (f && fgets(line, sizeof line, f)) {
-        char *colon = strchr(line, ':');
-        if (strncmp(line, "model name", 10) == 0 && colon) {
-            snprintf(model, sizeof model, "%s", colon + 2);
-            model[strcspn(model, "\n")] = 0;
-            break;
-        }
-    }
-    if (f)
-        fclose(f);
+    char model[256];
+    pgd_sysinfo_cpu_model(model, sizeof model);
     double load[3] = {0, 0, 0};
     if (getloadavg(load, 3) < 0)
         load[0] = load[1] = load[2] = -1;

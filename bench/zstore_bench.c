@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sysinfo.h"
 #include "zstore/zstore.h"
 
 typedef struct bench_shape {
@@ -68,18 +69,8 @@ static double measure(bench_ctx *c, bench_op op, double seconds)
 
 static void print_machine(double seconds, uint32_t slots)
 {
-    char line[512], model[256] = "unknown CPU";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    while (f && fgets(line, sizeof line, f)) {
-        char *colon = strchr(line, ':');
-        if (strncmp(line, "model name", 10) == 0 && colon) {
-            snprintf(model, sizeof model, "%s", colon + 2);
-            model[strcspn(model, "\n")] = 0;
-            break;
-        }
-    }
-    if (f)
-        fclose(f);
+    char model[256];
+    pgd_sysinfo_cpu_model(model, sizeof model);
     printf("zstore_bench: %s, %ld cores; %u slots per segment, %.1f s per row, f32 blocks\n", model,
            sysconf(_SC_NPROCESSORS_ONLN), slots, seconds);
 }
