@@ -1,5 +1,6 @@
 /* patcher.c: resolve a fit or native geometry on a slide and cut p x p RGB patches from it. */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,35 @@ struct pgd_patcher {
     uint8_t *buf;             /* a patch's source footprint */
     size_t cap;
 };
+
+/* One fit image kept from a closed patcher for the next one of the same size in this process, so that a
+ * stream of slides does not page-fault a fresh S x S x 3 buffer each time. */
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t *spare_fit;
+static size_t spare_size;
+
+/* A buffer of n bytes: the spare when it has that size, else a new one (NULL when out of memory). */
+static uint8_t *fit_take(size_t n)
+{
+    uint8_t *b = NULL;
+    pthread_mutex_lock(&spare_lock);
+    if (spare_fit && spare_size == n)
+        b = spare_fit, spare_fit = NULL;
+    pthread_mutex_unlock(&spare_lock);
+    return b ? b : malloc(n);
+}
+
+/* Keep b (n bytes) as the spare, replacing an older one. */
+static void fit_give(uint8_t *b, size_t n)
+{
+    if (!b)
+        return;
+    pthread_mutex_lock(&spare_lock);
+    uint8_t *old = spare_fit;
+    spare_fit = b, spare_size = n;
+    pthread_mutex_unlock(&spare_lock);
+    free(old);
+}
 
 int pgd_patcher_spec_check(const pgd_geom_spec *g, pgd_err *err)
 {
@@ -166,7 +196,7 @@ void pgd_patcher_close(pgd_patcher **pp)
     if (!p)
         return;
     pgd_slide_close(&p->slide);
-    free(p->fit);
+    fit_give(p->fit, (size_t)p->geom.spec.fit_size * p->geom.spec.fit_size * 3);
     free(p->buf);
     free(p);
     *pp = NULL;
@@ -193,7 +223,7 @@ static int build_fit(pgd_patcher *p, pgd_err *err)
     pgd_slide_scaled_size(p->slide, L, p->den, &sw, &sh);
     if (sw > UINT32_MAX / 4 || sh > UINT32_MAX)
         return pgd_fail(err, PGD_EINVAL, "%s: level %d is too wide to fit", p->info->path, L);
-    uint8_t *img = malloc((size_t)S * S * 3);
+    uint8_t *img = fit_take((size_t)S * S * 3);
     uint32_t rows = band_rows(p, sw);
     uint8_t *band = malloc((size_t)sw * rows * 3);
     const pgd_slide_level *l = &p->info->level[L];
@@ -204,7 +234,14 @@ static int build_fit(pgd_patcher *p, pgd_err *err)
         pgd_fail(err, PGD_ENOMEM, "%s: out of memory for the %ux%u fit image", p->info->path, S, S);
         goto fail;
     }
-    memset(img, 255, (size_t)S * S * 3);
+    /* white around the resampled image, which the resampler writes in full */
+    size_t row = (size_t)S * 3, in_w = (size_t)p->fit_w * 3, left = (size_t)p->pad_x * 3;
+    memset(img, 255, p->pad_y * row);
+    for (uint32_t y = p->pad_y; y < p->pad_y + p->fit_h; y++) {
+        memset(img + y * row, 255, left);
+        memset(img + y * row + left + in_w, 255, row - left - in_w);
+    }
+    memset(img + (size_t)(p->pad_y + p->fit_h) * row, 255, (size_t)(S - p->pad_y - p->fit_h) * row);
     if (!(r = pgd_resample_new(&m, img + ((size_t)p->pad_y * S + p->pad_x) * 3, (size_t)S * 3, err)))
         goto fail;
     for (int64_t y = 0; y < sh; y += rows) {
@@ -221,7 +258,7 @@ static int build_fit(pgd_patcher *p, pgd_err *err)
 fail:
     pgd_resample_free(&r);
     free(band);
-    free(img);
+    fit_give(img, (size_t)S * S * 3);
     return -1;
 }
 

@@ -28,7 +28,13 @@ run() {
   "$B/pgd-sink" --connect "ipc://$tmp/$tag.c" --digest --idle-ms 30000 >"$tmp/$tag.digest" 2>"$tmp/$tag.sink.log"
   sink_rc=$?
   wait "$sp"; sampler_rc=$?
-  for p in "${lps[@]}"; do wait "$p"; done
+  # The sampler's STOP ends the loaders at once; one that outlives a failed sampler is killed after 10 s
+  # (loaders wait for a sampler forever by design), so a failure shows as an exit code, never as a hang.
+  for p in "${lps[@]}"; do
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+  done
   pids=()
 }
 
