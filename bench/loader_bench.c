@@ -16,6 +16,7 @@
 #include <turbojpeg.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "loader/patcher_more.h"
 #include "loader/synth.h"
@@ -117,13 +118,6 @@ typedef struct worker {
     tjhandle tj;            /* bare decode */
     bare_level b;
 } worker;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static double peak_rss_mib(void)
 {
@@ -323,7 +317,7 @@ static void child_main(const job *j, int index, int go_fd, int res_fd)
     while (status == 0 && read(go_fd, &c, 1) < 0 && errno == EINTR) /* returns 0 once the parent closes it */
         ;
     if (status == 0) {
-        double t0 = now_s(), c0 = cpu_s(), t = t0;
+        double t0 = pgd_clock_s(), c0 = cpu_s(), t = t0;
         do {
             if ((j->work == WORK_FIT ? unit_fit(&w, &err) : unit_patch(&w, &err)) != 0) {
                 r.ok = 0;
@@ -331,7 +325,7 @@ static void child_main(const job *j, int index, int go_fd, int res_fd)
                 break;
             }
             r.units++;
-            t = now_s();
+            t = pgd_clock_s();
         } while (j->units ? r.units < j->units : t - t0 < j->seconds);
         r.cpu_s = cpu_s() - c0, r.wall_s = t - t0;
         r.rss_mib = peak_rss_mib();
@@ -418,7 +412,7 @@ static int run_procs(const job *j, int n, run_stats *out, pgd_err *err)
             pgd_fail(err, PGD_EIO, "%s", r.msg);
         ready += r.ok;
     }
-    t0 = now_s();
+    t0 = pgd_clock_s();
     close(go[1]); /* the start */
     go[1] = -1;
     while (said == started && done < ready && read_report(res[0], &r) == 1) {
@@ -430,7 +424,7 @@ static int run_procs(const job *j, int n, run_stats *out, pgd_err *err)
         out->rss_mib = r.rss_mib > out->rss_mib ? r.rss_mib : out->rss_mib;
         done++;
     }
-    t1 = now_s();
+    t1 = pgd_clock_s();
     if (done == ready && ready == n && started == n && !pgd_err_is_set(err))
         rc = 0;
     else
@@ -500,7 +494,7 @@ static int ensure_slide(const bench_cfg *c, char *path, size_t cap, pgd_err *err
     snprintf(tmp, sizeof tmp, "%s.%d", path, (int)getpid());
     printf("loader_bench: writing %s (once; pgd-synth panda, seed %lld)\n", path, (long long)c->seed);
     fflush(stdout);
-    double t0 = now_s();
+    double t0 = pgd_clock_s();
     int rc = pgd_synth_write_slide(s, tmp, &to, NULL, NULL, 0, NULL, NULL, err);
     pgd_synth_slide_free(&s);
     if (rc == 0 && rename(tmp, path) != 0) {
@@ -508,7 +502,7 @@ static int ensure_slide(const bench_cfg *c, char *path, size_t cap, pgd_err *err
         unlink(tmp);
     }
     if (rc == 0)
-        printf("loader_bench: written in %.1f s\n", now_s() - t0);
+        printf("loader_bench: written in %.1f s\n", pgd_clock_s() - t0);
     return rc;
 }
 

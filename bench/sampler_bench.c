@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "clock.h"
 #include "config.h"
 #include "loader/synth.h"
 #include "wire.h"
@@ -45,13 +46,6 @@ static const pgd_cfg_opt opts[] = {
     {"instant", PGD_CFG_BOOL, O(instant), "yes", 0, 0, NULL, "run the rows with instant (fake) loaders", 0},
     {NULL},
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static pid_t spawn(const char *bin, const char *const *argv, const char *out)
 {
@@ -146,7 +140,7 @@ static void run(const bench_cfg *c, int n, int instant)
                         "--epochs", num[3], "--sampling", num[4], "--fill-chunk", num[5], "--window", num[6],
                         "--loaders-endpoint", lep, "--consumer-endpoint", cep, "--heartbeat-timeout-ms", "600000",
                         NULL};
-    double t0 = now_s();
+    double t0 = pgd_clock_s();
     pid_t sp = spawn(sampler, sa, NULL);
     pid_t lp[64];
     for (int i = 0; i < n; i++) {
@@ -167,7 +161,7 @@ static void run(const bench_cfg *c, int n, int instant)
     waitpid(sp, &st, 0);
     for (int i = 0; i < n; i++)
         waitpid(lp[i], &st, 0);
-    double wall = now_s() - t0;
+    double wall = pgd_clock_s() - t0;
     FILE *f = fopen(out, "r");
     char line[1024] = "";
     while (f && fgets(line, sizeof line, f))
@@ -198,13 +192,13 @@ static void memcpy_row(void)
     }
     memset(a, 1, n);
     memset(b, 2, n);
-    double t0 = now_s(), t;
+    double t0 = pgd_clock_s(), t;
     size_t bytes = 0;
     do {
         memcpy(b, a, n);
         a[bytes % n] ^= b[(bytes + 1) % n];
         bytes += n;
-        t = now_s();
+        t = pgd_clock_s();
     } while (t - t0 < 0.5);
     printf("memcpy of 8 MiB blocks: %.2f GB/s\n", (double)bytes / (t - t0) / 1e9);
     free(a);

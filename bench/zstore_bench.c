@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "sysinfo.h"
 #include "zstore/zstore.h"
 
@@ -24,13 +25,6 @@ typedef struct bench_ctx {
 typedef enum { OP_MEMCPY_WRITE, OP_STORE_WRITE, OP_MEMCPY_READ, OP_STORE_READ } bench_op;
 
 static const char *const op_names[] = {"memcpy write", "store write", "memcpy read", "store read"};
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* One operation on slot i; 0, or -1 when the store refused it. */
 static int run_op(bench_ctx *c, bench_op op, uint32_t i)
@@ -57,12 +51,12 @@ static double measure(bench_ctx *c, bench_op op, double seconds)
         if (run_op(c, op, i) != 0)
             return -1.0;
     long ops = 0;
-    double t0 = now_s(), t;
+    double t0 = pgd_clock_s(), t;
     do {
         for (uint32_t i = 0; i < c->slots; i++, ops++)
             if (run_op(c, op, i) != 0)
                 return -1.0;
-        t = now_s();
+        t = pgd_clock_s();
     } while (t - t0 < seconds);
     return (double)ops * (double)c->bytes / (t - t0) / 1e9;
 }

@@ -57,7 +57,6 @@ typedef struct pgd_serve {
 } pgd_serve;
 
 /* serve_net.c: the socket */
-int64_t pgd_serve_now_ms(void);
 int pgd_serve_open(pgd_serve *s, pgd_err *err);       /* context, DEALER, options, connect, HELLO */
 void pgd_serve_close(pgd_serve *s);                   /* inbox, socket, context (safe twice) */
 /* Wait up to timeout_ms (0: just look) for messages or signals; take in every waiting message (JOBs into

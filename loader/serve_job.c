@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "clock.h"
 #include "loader/serve_int.h"
 #include "log.h"
 
@@ -207,7 +208,7 @@ int pgd_serve_job(pgd_serve *s, const pgd_wire_rx *rx)
     pgd_wire_text(m, path, sizeof path);
     s->run_id = m->h.run_id;
     unsigned long long task = (unsigned long long)m->h.task_id;
-    int64_t t0 = pgd_serve_now_ms();
+    int64_t t0 = pgd_clock_ms();
     pgd_err err = PGD_ERR_INIT;
     uint8_t *pixels = NULL;
     int rc = JOB_FAILED;
@@ -246,7 +247,7 @@ int pgd_serve_job(pgd_serve *s, const pgd_wire_rx *rx)
         s->n.patches += m->n_cells;
         s->n.megapixels += (double)m->n_cells * m->h.patch_size * m->h.patch_size / 1e6;
         pgd_debug("job %llu attempt %u: %s, %zu patches in %lld ms", task, m->h.attempt, path, m->n_cells,
-                  (long long)(pgd_serve_now_ms() - t0));
+                  (long long)(pgd_clock_ms() - t0));
     } else if (rc == JOB_ABORTED) {
         s->n.jobs_dropped++;
         pgd_info("job %llu attempt %u left unanswered: STOP", task, m->h.attempt);

@@ -7,16 +7,10 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "clock.h"
 #include "loader/serve_int.h"
 #include "log.h"
 #include "sigpipe.h"
-
-int64_t pgd_serve_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int set_int(void *sock, int opt, int64_t value, const char *name, pgd_err *err)
 {
@@ -41,7 +35,7 @@ static int send_control(pgd_serve *s, pgd_wire_type type)
         n = 1;
     }
     pgd_err e = PGD_ERR_INIT;
-    s->last_tx = pgd_serve_now_ms();
+    s->last_tx = pgd_clock_ms();
     if (pgd_wire_send(s->sock, NULL, &h, &name, n, PGD_WIRE_DONTWAIT, &e) != 0) {
         if (e.code == PGD_EBUSY) {
             pgd_debug("%s skipped: the send queue is full", pgd_wire_type_name(type));
@@ -80,7 +74,7 @@ int pgd_serve_open(pgd_serve *s, pgd_err *err)
         int usage = e == EINVAL || e == EPROTONOSUPPORT || e == ENOCOMPATPROTO || e == ENAMETOOLONG;
         return pgd_fail_errno(err, usage ? PGD_EINVAL : PGD_EIO, "connect: '%s'", s->o.connect);
     }
-    s->last_rx = pgd_serve_now_ms();
+    s->last_rx = pgd_clock_ms();
     return send_control(s, PGD_WIRE_HELLO) != 0 ? pgd_fail(err, PGD_EIO, "sending HELLO failed") : 0;
 }
 
@@ -149,7 +143,7 @@ static int drain(pgd_serve *s)
             s->fatal = 1;
             return -1;
         }
-        s->last_rx = pgd_serve_now_ms();
+        s->last_rx = pgd_clock_ms();
         if (s->silent) {
             pgd_info("the sampler is there again");
             s->silent = 0;
@@ -198,7 +192,7 @@ int pgd_serve_pump(pgd_serve *s, int64_t timeout_ms)
 
 int64_t pgd_serve_next_tick(const pgd_serve *s)
 {
-    int64_t now = pgd_serve_now_ms();
+    int64_t now = pgd_clock_ms();
     int64_t hb = s->last_tx + s->o.heartbeat_ms;
     int64_t live = s->last_rx + s->o.liveness * s->o.heartbeat_ms;
     int64_t next = hb < live ? hb : live;
@@ -207,7 +201,7 @@ int64_t pgd_serve_next_tick(const pgd_serve *s)
 
 int pgd_serve_tick(pgd_serve *s)
 {
-    int64_t now = pgd_serve_now_ms();
+    int64_t now = pgd_clock_ms();
     int64_t silent = now - s->last_rx;
     if (silent >= s->o.liveness * s->o.heartbeat_ms) {
         if (!s->silent)
@@ -226,12 +220,12 @@ int pgd_serve_tick(pgd_serve *s)
 int pgd_serve_send_reply(pgd_serve *s, const pgd_wire_header *h, const pgd_wire_frame *frames, size_t n,
                          pgd_err *err)
 {
-    int64_t since = pgd_serve_now_ms();
+    int64_t since = pgd_clock_ms();
     int warned = 0;
     for (;;) {
         pgd_err e = PGD_ERR_INIT;
         if (pgd_wire_send(s->sock, NULL, h, frames, n, PGD_WIRE_DONTWAIT, &e) == 0) {
-            s->last_tx = pgd_serve_now_ms();
+            s->last_tx = pgd_clock_ms();
             return 0;
         }
         if (e.code != PGD_EBUSY) {
@@ -243,7 +237,7 @@ int pgd_serve_send_reply(pgd_serve *s, const pgd_wire_header *h, const pgd_wire_
             }
             return -1;
         }
-        int64_t waited = pgd_serve_now_ms() - since;
+        int64_t waited = pgd_clock_ms() - since;
         if (!warned && waited >= s->o.heartbeat_ms) {
             pgd_warn("job %llu: reply waiting for %lld ms: the sampler is not reading", (unsigned long long)h->task_id,
                      (long long)waited);

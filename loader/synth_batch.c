@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "png.h"
 #include "synth_priv.h"
@@ -104,13 +105,6 @@ static int make_dirs(const char *dir, pgd_err *err)
     return rc;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Halve the preview in place until it fits, then write it. */
 static int write_preview(const char *path, uint8_t *rgb, uint32_t w, uint32_t h, uint32_t size, pgd_err *err)
 {
@@ -157,12 +151,12 @@ static int write_one(const pgd_synth_batch *b, uint32_t i, const char *prefix, p
             goto done;
         }
     }
-    double t0 = now_s();
+    double t0 = pgd_clock_s();
     uint64_t bytes = 0;
     pgd_synth_progress_fn progress = b->jobs <= 1 ? b->progress : NULL;
     if (pgd_synth_write_slide(s, path, &b->tiff, progress, b->ctx, plevel, preview, &bytes, err) < 0)
         goto done;
-    double dt = now_s() - t0;
+    double dt = pgd_clock_s() - t0;
     if (preview && write_preview(b->preview_png, preview, pw, ph, psize, err) < 0)
         goto done;
     if (b->on_slide) {

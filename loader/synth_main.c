@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "synth.h"
@@ -176,13 +177,6 @@ static int parse_args(cli *c, synth_cfg *s, int argc, char **argv)
     return rc;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Check the batch (what the table cannot: tile a multiple of 16, levels the slide can have, the prefix)
  * and write it. Returns the exit status. */
 static int run(cli *c)
@@ -190,14 +184,14 @@ static int run(cli *c)
     pgd_err err = PGD_ERR_INIT;
     if (pgd_synth_batch_check(&c->b, &err) < 0)
         return usage_error("--%s", err.msg); /* the library names the option */
-    double t0 = now_s();
+    double t0 = pgd_clock_s();
     if (pgd_synth_generate(&c->b, &err) < 0) {
         if (c->shown_rows)
             fprintf(stderr, "\n");
         fprintf(stderr, "pgd-synth: %s\n", err.msg);
         return PGD_EXIT_FAIL;
     }
-    double dt = now_s() - t0;
+    double dt = pgd_clock_s() - t0;
     double mp = (double)c->b.params.width * c->b.params.height * c->b.count / 1e6;
     if (!c->quiet)
         printf("pgd-synth: wrote %u slides and %s/train.csv: %.1f MP in %.2f s (%.1f MP/s), peak RSS %.1f MiB\n",

@@ -124,7 +124,6 @@ typedef struct pgd_sampler {
 } pgd_sampler;
 
 /* sampler_setup.c */
-int64_t pgd_sampler_now_ms(void);
 /* Options -> manifest, grids, schedule, run folder files. PGD_EINVAL errors are usage errors. */
 int pgd_sampler_setup(pgd_sampler *s, pgd_err *err);
 /* Sockets: bind both ROUTERs. */

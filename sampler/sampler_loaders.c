@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 #include "sampler/sampler_int.h"
 
@@ -147,7 +148,7 @@ int pgd_sampler_loader_rx(pgd_sampler *s)
         li = add_loader(s, pgd_wire_rx_routing_id(&rx));
     if (li >= 0) {
         smp_loader *l = &s->loaders[li];
-        l->last_rx = pgd_sampler_now_ms();
+        l->last_rx = pgd_clock_ms();
         if (!l->alive) { /* new, or back after a stall: what it held was re-issued already */
             if (l->name[0])
                 pgd_info("loader '%s' is back", l->name);
@@ -304,7 +305,7 @@ static void send_plain(pgd_sampler *s, const smp_loader *l, pgd_wire_type type)
 
 int pgd_sampler_liveness(pgd_sampler *s)
 {
-    int64_t now = pgd_sampler_now_ms();
+    int64_t now = pgd_clock_ms();
     int any = 0;
     for (uint32_t i = 0; i < s->nloaders; i++) {
         smp_loader *l = &s->loaders[i];

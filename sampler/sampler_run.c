@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "sampler/sampler.h"
@@ -82,7 +83,7 @@ static int round_work(pgd_sampler *s)
 
 static void loop(pgd_sampler *s)
 {
-    s->started_ms = s->last_alive_ms = s->last_hb_ms = pgd_sampler_now_ms();
+    s->started_ms = s->last_alive_ms = s->last_hb_ms = pgd_clock_ms();
     for (;;) {
         int rc = round_work(s);
         if (rc != 0) {
@@ -92,7 +93,7 @@ static void loop(pgd_sampler *s)
         }
         if (s->signalled)
             return;
-        int64_t now = pgd_sampler_now_ms();
+        int64_t now = pgd_clock_ms();
         if (now - s->last_alive_ms > s->o.loader_wait_ms) {
             snprintf(s->reason, sizeof s->reason, "%s within %lld ms (loaders_endpoint %s)",
                      s->ever_registered ? "no loader alive" : "no loader registered", (long long)s->o.loader_wait_ms,
@@ -113,7 +114,7 @@ static void loop(pgd_sampler *s)
 static void summary(const pgd_sampler *s)
 {
     const smp_counts *n = &s->n;
-    double secs = (double)(pgd_sampler_now_ms() - s->started_ms) / 1000.0;
+    double secs = (double)(pgd_clock_ms() - s->started_ms) / 1000.0;
     pgd_info("%s: %llu BATCH messages (%llu skipped), %llu patches, %.1f MB in %.2f s; jobs sent %llu (%llu re-issued), "
              "results %llu, late or duplicate %llu, job errors %llu, mismatched %llu, unexpected %llu; loaders %u, "
              "declared dead %llu; bad messages %llu",

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "clock.h"
 #include "config.h"
 #include "loader/patcher.h"
 #include "log.h"
@@ -55,13 +56,6 @@ static const pgd_cfg_opt opts[] = {
 const pgd_cfg_opt *pgd_sampler_options(void)
 {
     return opts;
-}
-
-int64_t pgd_sampler_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void pgd_sampler_record_failure(pgd_sampler *s, uint32_t img, const char *reason)

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 #include "sampler/sampler_int.h"
 
@@ -139,7 +140,7 @@ static void progress_line(pgd_sampler *s, const smp_slot *sl, uint32_t kept)
         return;
     fprintf(s->progress, "%llu %u %u %u 0x%x %u %u %llu %lld\n", (unsigned long long)sl->seq, sl->st.epoch,
             sl->st.batch, sl->st.step, sl->st.flags, kept, sl->st.patches_per_image,
-            (unsigned long long)kept * sl->st.patches_per_image, (long long)(pgd_sampler_now_ms() - s->started_ms));
+            (unsigned long long)kept * sl->st.patches_per_image, (long long)(pgd_clock_ms() - s->started_ms));
     fflush(s->progress);
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "config.h"
 #include "crc32c.h"
 #include "log.h"
@@ -48,13 +49,6 @@ typedef struct sink {
     pgd_wire_stats bad;
 } sink;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static int send_credit(sink *k, uint32_t n, pgd_err *err)
 {
     pgd_wire_header h;
@@ -93,7 +87,7 @@ static void on_batch(sink *k, const pgd_wire_msg *m)
         k->have_seq = 1;
     }
     if (!k->batches)
-        k->t0 = now_s();
+        k->t0 = pgd_clock_s();
     k->batches++;
     k->patches += (uint64_t)h->n_images * h->patches_per_image;
     k->bytes += m->pixels_len;
@@ -159,7 +153,7 @@ out:
 
 static void run(sink *k)
 {
-    double last = now_s();
+    double last = pgd_clock_s();
     for (;;) {
         zmq_pollitem_t it[2] = {{k->sock, 0, ZMQ_POLLIN, 0}, {NULL, k->sigfd, ZMQ_POLLIN, 0}};
         if (zmq_poll(it, 2, 100) < 0 && errno != EINTR) {
@@ -172,10 +166,10 @@ static void run(sink *k)
         }
         int rc;
         while ((rc = take(k)) == 0)
-            last = now_s();
+            last = pgd_clock_s();
         if (rc == 1 || rc < 0)
             return;
-        if ((now_s() - last) * 1000.0 > (double)k->o.idle_ms) {
+        if ((pgd_clock_s() - last) * 1000.0 > (double)k->o.idle_ms) {
             pgd_error("nothing from the sampler for %lld ms", (long long)k->o.idle_ms);
             return;
         }
@@ -184,7 +178,7 @@ static void run(sink *k)
 
 static void summary(sink *k)
 {
-    k->t1 = now_s();
+    k->t1 = pgd_clock_s();
     double secs = k->batches ? k->t1 - k->t0 : 0;
     double ps = secs > 0 ? (double)k->patches / secs : 0, mbs = secs > 0 ? (double)k->bytes / 1e6 / secs : 0;
     if (k->ended)

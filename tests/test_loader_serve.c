@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "clock.h"
 #include "cunit_util.h"
 #include "loader/patcher.h"
 #include "loader/serve.h"
@@ -34,13 +35,6 @@
 #define WAIT_MS 30000
 #define MAX_CELLS 64
 #define MAX_LOADERS 3
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void nap_ms(int ms)
 {
@@ -242,14 +236,14 @@ static int loader_start(child *c, const char *logname, const char *level, const 
 static int loader_wait(child *c)
 {
     int st;
-    int64_t end = now_ms() + WAIT_MS;
+    int64_t end = pgd_clock_ms() + WAIT_MS;
     for (;;) {
         pid_t r = waitpid(c->pid, &st, WNOHANG);
         if (r == c->pid) {
             c->pid = 0;
             return st;
         }
-        if (r < 0 || now_ms() > end) {
+        if (r < 0 || pgd_clock_ms() > end) {
             fprintf(stderr, "loader %d did not exit\n", (int)c->pid);
             kill(c->pid, SIGKILL);
             waitpid(c->pid, &st, 0);
@@ -320,8 +314,8 @@ static int log_count(const child *c, const char *needle)
 /* Wait until the log holds needle; 0 when it does. */
 static int log_wait(const child *c, const char *needle)
 {
-    int64_t end = now_ms() + WAIT_MS;
-    while (now_ms() < end) {
+    int64_t end = pgd_clock_ms() + WAIT_MS;
+    while (pgd_clock_ms() < end) {
         char *text = slurp(c->log);
         int found = text && strstr(text, needle) != NULL;
         free(text);
@@ -421,9 +415,9 @@ static int sampler_recv(sampler *s, pgd_wire_rx *rx, int64_t timeout_ms)
 {
     memset(rx, 0, sizeof *rx);
     zmq_pollitem_t it = {s->router, 0, ZMQ_POLLIN, 0};
-    int64_t end = now_ms() + timeout_ms;
+    int64_t end = pgd_clock_ms() + timeout_ms;
     for (;;) {
-        int64_t left = end - now_ms();
+        int64_t left = end - pgd_clock_ms();
         int rc = zmq_poll(&it, 1, left > 0 ? (long)left : 0);
         if (rc > 0)
             break;
@@ -470,10 +464,10 @@ static int note_hello(sampler *s, const pgd_wire_rx *rx)
 /* Wait for HELLOs from n distinct loaders. */
 static int sampler_await_hellos(sampler *s, int n)
 {
-    int64_t end = now_ms() + WAIT_MS;
+    int64_t end = pgd_clock_ms() + WAIT_MS;
     while (s->npeers < n) {
         pgd_wire_rx rx;
-        int rc = sampler_recv(s, &rx, end - now_ms());
+        int rc = sampler_recv(s, &rx, end - pgd_clock_ms());
         if (rc > 0)
             return -1;
         if (rc == 0 && rx.msg.h.type == PGD_WIRE_HELLO)
@@ -494,9 +488,9 @@ static int peer_named(const sampler *s, const char *name)
 /* The next PATCHES or JOB_ERROR (HELLO and HEARTBEAT are noted on the way). 0, 1 timeout, -1 bad. */
 static int sampler_reply(sampler *s, pgd_wire_rx *rx, int *from)
 {
-    int64_t end = now_ms() + WAIT_MS;
+    int64_t end = pgd_clock_ms() + WAIT_MS;
     for (;;) {
-        int rc = sampler_recv(s, rx, end - now_ms());
+        int rc = sampler_recv(s, rx, end - pgd_clock_ms());
         if (rc != 0)
             return rc;
         unsigned t = rx->msg.h.type;
@@ -1046,10 +1040,10 @@ static void test_heartbeats(void)
     int beats = 0, hellos = 0;
     uint64_t last_seq = 0;
     int increasing = 1;
-    int64_t end = now_ms() + WAIT_MS;
-    while ((beats < 3 || hellos < 1) && now_ms() < end) {
+    int64_t end = pgd_clock_ms() + WAIT_MS;
+    while ((beats < 3 || hellos < 1) && pgd_clock_ms() < end) {
         pgd_wire_rx rx;
-        if (sampler_recv(&s, &rx, end - now_ms()) != 0)
+        if (sampler_recv(&s, &rx, end - pgd_clock_ms()) != 0)
             break;
         if (rx.msg.h.type == PGD_WIRE_HEARTBEAT || rx.msg.h.type == PGD_WIRE_HELLO) {
             increasing &= rx.msg.h.task_id > last_seq;
@@ -1093,11 +1087,11 @@ static void test_heartbeats_while_busy(void)
         while (sampler_recv(&s, &rx, 0) == 0)
             pgd_wire_rx_close(&rx);
         int before = s.heartbeats;
-        int64_t t0 = now_ms();
+        int64_t t0 = pgd_clock_ms();
         CU_ASSERT_EQUAL_FATAL(sampler_send_job(&s, 0, &j), 0);
         int from;
         CU_ASSERT_EQUAL_FATAL(sampler_reply(&s, &rx, &from), 0);
-        int64_t took = now_ms() - t0;
+        int64_t took = pgd_clock_ms() - t0;
         CU_ASSERT(reply_matches(&rx, &j));
         pgd_wire_rx_close(&rx);
         s.peers[0].outstanding--;
@@ -1243,8 +1237,8 @@ static void test_sigkill_one(void)
     }
     unsigned alive = 7;
     int next = 0, done = 0, killed = 0, survivors_after = 0;
-    int64_t end = now_ms() + WAIT_MS;
-    while (done < N && now_ms() < end) {
+    int64_t end = pgd_clock_ms() + WAIT_MS;
+    while (done < N && pgd_clock_ms() < end) {
         for (int p = 0; p < 3; p++) /* fill every live loader up to its credit, re-issued jobs first */
             for (int i = 0; i < N && (alive >> p & 1) && s.peers[p].outstanding < (int)s.peers[p].credit; i++)
                 if (!answered[i] && owner[i] == -1 && (i < next || i == next)) {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "clock.h"
 #include "cunit_util.h"
 #include "loader/synth.h"
 #include "sampler/schedule.h"
@@ -34,13 +35,6 @@
 #define SAMPLING "0.25"
 #define FILL_CHUNK 32
 #define SEED 5
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void nap_ms(int ms)
 {
@@ -128,13 +122,13 @@ static pid_t spawn(const char *name, const char *const *args, const char *out, c
 /* Wait for pid up to ms; kill it when it overstays. Returns the exit status, or -1. */
 static int reap(pid_t pid, int ms)
 {
-    int64_t end = now_ms() + ms;
+    int64_t end = pgd_clock_ms() + ms;
     for (;;) {
         int st;
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid)
             return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-        if (r < 0 || now_ms() > end) {
+        if (r < 0 || pgd_clock_ms() > end) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
             return -1;
@@ -302,11 +296,11 @@ static void run_graph(const run_spec *r, run_out *o)
     }
     const char *kargs[] = {"--connect", cep, "--digest", "--delay-ms", delay, "--idle-ms", "30000", NULL};
     pid_t kp = spawn("pgd-sink", kargs, digest, sinklog);
-    int64_t t0 = now_ms(), stopped_at = -1;
+    int64_t t0 = pgd_clock_ms(), stopped_at = -1;
     int acted = 0;
     for (;;) {
         fake_pump(&fk);
-        int64_t t = now_ms() - t0;
+        int64_t t = pgd_clock_ms() - t0;
         if (!acted && r->action != ACT_NONE && t >= r->act_ms) {
             kill(lp[0], r->action == ACT_KILL ? SIGKILL : SIGSTOP);
             acted = 1;
