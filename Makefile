@@ -15,7 +15,7 @@ endif
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE $(WARN) -pthread -fno-strict-aliasing -I. -Icommon
-LDLIBS := -Wl,--as-needed -lopenslide -ltiff -lturbojpeg -lzmq -lpng -lz -lm -lrt -pthread
+LDLIBS := -Wl,--as-needed -lopenblas -lopenslide -ltiff -lturbojpeg -lzmq -lpng -lz -lm -lrt -pthread
 TEST_LDLIBS := -lcunit
 
 ifeq ($(SANITIZE),1)

@@ -9,6 +9,7 @@ packages=(
   libzmq3-dev     # wire transport
   libpng-dev zlib1g-dev
   libopenslide-dev libtiff-dev libturbojpeg0-dev  # slides
+  libopenblas-dev # trainer: CPU sgemm
   clang libclang-rt-14-dev  # make fuzz (libFuzzer)
 )
 

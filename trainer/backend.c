@@ -1,0 +1,56 @@
+/* backend.c: the backend-independent parts of backend.h: shape checks, freeing, the sticky error. */
+#include "trainer/backend.h"
+
+#include <string.h>
+
+int pgd_conv_shape_init(pgd_conv_shape *sh, pgd_err *err)
+{
+    if (sh->n <= 0 || sh->c <= 0 || sh->h <= 0 || sh->w <= 0 || sh->k <= 0 || sh->r <= 0 || sh->s <= 0)
+        return pgd_fail(err, PGD_EINVAL, "conv shape: non-positive size (n %d c %d h %d w %d k %d r %d s %d)",
+                        sh->n, sh->c, sh->h, sh->w, sh->k, sh->r, sh->s);
+    if (sh->stride <= 0 || sh->pad < 0)
+        return pgd_fail(err, PGD_EINVAL, "conv shape: stride %d pad %d", sh->stride, sh->pad);
+    if (sh->groups <= 0 || sh->c % sh->groups != 0 || sh->k % sh->groups != 0)
+        return pgd_fail(err, PGD_EINVAL, "conv shape: groups %d does not divide c %d and k %d", sh->groups,
+                        sh->c, sh->k);
+    if (sh->h + 2 * sh->pad < sh->r || sh->w + 2 * sh->pad < sh->s)
+        return pgd_fail(err, PGD_EINVAL, "conv shape: kernel %dx%d larger than padded input %dx%d", sh->r, sh->s,
+                        sh->h + 2 * sh->pad, sh->w + 2 * sh->pad);
+    sh->oh = (sh->h + 2 * sh->pad - sh->r) / sh->stride + 1;
+    sh->ow = (sh->w + 2 * sh->pad - sh->s) / sh->stride + 1;
+    return 0;
+}
+
+int pgd_pool_shape_init(pgd_pool_shape *sh, pgd_err *err)
+{
+    if (sh->n <= 0 || sh->c <= 0 || sh->h <= 0 || sh->w <= 0 || sh->size <= 0 || sh->stride <= 0)
+        return pgd_fail(err, PGD_EINVAL, "pool shape: non-positive size (n %d c %d h %d w %d size %d stride %d)",
+                        sh->n, sh->c, sh->h, sh->w, sh->size, sh->stride);
+    /* PyTorch's rule: padding at most half the window, so every window holds a real cell. */
+    if (sh->pad < 0 || 2 * sh->pad > sh->size)
+        return pgd_fail(err, PGD_EINVAL, "pool shape: pad %d must be in [0, size/2] (size %d)", sh->pad,
+                        sh->size);
+    if (sh->h + 2 * sh->pad < sh->size || sh->w + 2 * sh->pad < sh->size)
+        return pgd_fail(err, PGD_EINVAL, "pool shape: window %d larger than padded input %dx%d", sh->size,
+                        sh->h + 2 * sh->pad, sh->w + 2 * sh->pad);
+    sh->oh = (sh->h + 2 * sh->pad - sh->size) / sh->stride + 1;
+    sh->ow = (sh->w + 2 * sh->pad - sh->size) / sh->stride + 1;
+    return 0;
+}
+
+void pgd_backend_free(pgd_backend **be)
+{
+    if (!be || !*be)
+        return;
+    (*be)->ops->destroy(*be);
+    *be = NULL;
+}
+
+int pgd_backend_error(const pgd_backend *be, pgd_err *err)
+{
+    if (!be->err.code)
+        return 0;
+    if (err && !err->code)
+        memcpy(err, &be->err, sizeof *err);
+    return -1;
+}

@@ -1,0 +1,18 @@
+/* net_nodes.c: read access to a net's nodes: count, shapes, and the outputs of the last forward. */
+#include "trainer/net_int.h"
+
+int pgd_net_node_count(const pgd_net *net)
+{
+    return net->node_count;
+}
+
+void pgd_net_node_shape(const pgd_net *net, int node, int *c, int *h, int *w)
+{
+    const pgd_node *nd = &net->nodes[node];
+    *c = nd->c, *h = nd->h, *w = nd->w;
+}
+
+const float *pgd_net_node_output(const pgd_net *net, int node)
+{
+    return net->last_n > 0 ? net->nodes[node].y : NULL;
+}

@@ -1,0 +1,371 @@
+/* net_run.c: running a finished net: activation planning, the forward pass and the backward pass. */
+#include <stdlib.h>
+
+#include "common/rng.h"
+#include "trainer/net_int.h"
+
+void pgd_net_release_plan(pgd_net *net)
+{
+    const pgd_backend_ops *ops = net->be->ops;
+    for (int i = 0; i < net->node_count; i++) {
+        pgd_node *nd = &net->nodes[i];
+        if (!nd->inplace) {
+            ops->free(net->be, nd->out);
+            ops->free(net->be, nd->gout);
+        }
+        ops->free(net->be, nd->save_mean);
+        ops->free(net->be, nd->save_invstd);
+        ops->free(net->be, nd->mask);
+        nd->out = nd->gout = nd->save_mean = nd->save_invstd = nd->mask = NULL;
+        nd->y = NULL;
+        nd->inplace = 0;
+    }
+    ops->free(net->be, net->scratch);
+    net->scratch = NULL;
+    free(net->written);
+    free(net->needs);
+    net->written = net->needs = NULL;
+    net->max_n = 0;
+    net->last_n = 0;
+    net->act_bytes = 0;
+}
+
+static float *alloc_act(pgd_net *net, size_t count)
+{
+    net->act_bytes += count * sizeof(float);
+    return net->be->ops->alloc(net->be, count * sizeof(float));
+}
+
+/* A ReLU may overwrite its input's output when nothing else reads that output and the input's own backward
+ * does not need it (a ReLU's does: relu_backward uses the forward output). */
+static int can_run_inplace(const pgd_net *net, const pgd_node *nd)
+{
+    if (nd->op != PGD_OP_RELU)
+        return 0;
+    const pgd_node *in = &net->nodes[nd->in[0]];
+    return in->op != PGD_OP_INPUT && in->op != PGD_OP_RELU && in->consumers == 1;
+}
+
+int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err)
+{
+    if (!net->finished)
+        return pgd_fail(err, PGD_EINVAL, "net: plan before pgd_net_finish");
+    if (max_n < 1)
+        return pgd_fail(err, PGD_EINVAL, "net: plan for %d samples", max_n);
+    if (max_n <= net->max_n)
+        return 0;
+    pgd_net_release_plan(net);
+    size_t n = (size_t)max_n, largest = 1;
+    for (int i = 0; i < net->node_count; i++) {
+        pgd_node *nd = &net->nodes[i];
+        size_t count = n * pgd_node_count(nd);
+        if (count > largest)
+            largest = count;
+        if (nd->op == PGD_OP_INPUT)
+            continue;
+        if (can_run_inplace(net, nd)) {
+            nd->inplace = 1;
+            nd->out = net->nodes[nd->in[0]].out;
+            nd->gout = net->nodes[nd->in[0]].gout;
+        } else {
+            nd->out = alloc_act(net, count);
+            nd->gout = alloc_act(net, count);
+        }
+        if (nd->op == PGD_OP_BN) {
+            nd->save_mean = alloc_act(net, (size_t)nd->c);
+            nd->save_invstd = alloc_act(net, (size_t)nd->c);
+        } else if (nd->op == PGD_OP_DROPOUT) {
+            nd->mask = alloc_act(net, n * (size_t)nd->c);
+        }
+    }
+    net->scratch = alloc_act(net, largest);
+    net->written = calloc((size_t)net->node_count, 1);
+    net->needs = calloc((size_t)net->node_count, 1);
+    net->max_n = max_n;
+    if (!net->written || !net->needs) {
+        pgd_net_release_plan(net);
+        return pgd_fail(err, PGD_ENOMEM, "net: out of memory for %d nodes", net->node_count);
+    }
+    if (pgd_backend_error(net->be, err) < 0) {
+        pgd_net_release_plan(net);
+        return -1;
+    }
+    return 0;
+}
+
+/* --- forward ---------------------------------------------------------------------------------------------- */
+
+static pgd_conv_shape conv_shape(const pgd_net *net, const pgd_node *nd, int n)
+{
+    const pgd_node *in = &net->nodes[nd->in[0]];
+    pgd_conv_shape sh = {.n = n, .c = in->c, .h = in->h, .w = in->w, .k = nd->c, .r = nd->size, .s = nd->size,
+                         .stride = nd->stride, .pad = nd->pad, .groups = nd->groups, .oh = nd->h, .ow = nd->w};
+    return sh;
+}
+
+static pgd_pool_shape pool_shape(const pgd_net *net, const pgd_node *nd, int n)
+{
+    const pgd_node *in = &net->nodes[nd->in[0]];
+    pgd_pool_shape sh = {.n = n, .c = in->c, .h = in->h, .w = in->w, .size = nd->size, .stride = nd->stride,
+                         .pad = nd->pad, .oh = nd->h, .ow = nd->w};
+    return sh;
+}
+
+static pgd_bn_shape bn_shape(const pgd_node *nd, int n)
+{
+    pgd_bn_shape sh = {.n = n, .c = nd->c, .hw = nd->h * nd->w, .eps = 1e-5f, .momentum = 0.1f};
+    return sh;
+}
+
+static float *tensor_ptr(pgd_net *net, int t)
+{
+    const pgd_tensor_info *ti = &net->tensors[t];
+    return (ti->kind == PGD_TENSOR_PARAM ? net->params : net->buffers) + ti->offset;
+}
+
+static float *grad_ptr(pgd_net *net, int t)
+{
+    return net->grads + net->tensors[t].offset;
+}
+
+/* The dropout seed of node i: a child stream of the forward's seed keyed by the node id. */
+static uint64_t node_seed(uint64_t seed, int i)
+{
+    pgd_rng root, child;
+    pgd_rng_seed(&root, seed);
+    child = pgd_rng_split(&root, (uint64_t)i);
+    return pgd_rng_u64(&child);
+}
+
+static void forward_node(pgd_net *net, int i, int n, pgd_net_mode mode, uint64_t seed)
+{
+    pgd_backend *be = net->be;
+    const pgd_backend_ops *ops = be->ops;
+    pgd_node *nd = &net->nodes[i];
+    const float *x = nd->in[0] >= 0 ? net->nodes[nd->in[0]].y : NULL;
+    size_t count = (size_t)n * pgd_node_count(nd);
+    nd->y = nd->out;
+    switch (nd->op) {
+    case PGD_OP_INPUT:
+        break;
+    case PGD_OP_CONV: {
+        pgd_conv_shape sh = conv_shape(net, nd, n);
+        ops->conv2d_forward(be, nd->out, x, tensor_ptr(net, nd->tensor),
+                            nd->bias ? tensor_ptr(net, nd->tensor + 1) : NULL, &sh);
+        break;
+    }
+    case PGD_OP_BN: {
+        pgd_bn_shape sh = bn_shape(nd, n);
+        const float *gamma = tensor_ptr(net, nd->tensor), *beta = tensor_ptr(net, nd->tensor + 1);
+        float *rmean = tensor_ptr(net, nd->tensor + 2), *rvar = tensor_ptr(net, nd->tensor + 3);
+        if (mode == PGD_NET_TRAIN) {
+            ops->bn_forward_train(be, nd->out, nd->save_mean, nd->save_invstd, rmean, rvar, x, gamma, beta, &sh);
+            net->counters[net->tensors[nd->tensor + 4].offset]++;
+        } else {
+            ops->bn_forward_eval(be, nd->out, x, gamma, beta, rmean, rvar, &sh);
+        }
+        break;
+    }
+    case PGD_OP_RELU:
+        ops->relu_forward(be, nd->out, x, count, nd->cap);
+        break;
+    case PGD_OP_MAXPOOL:
+    case PGD_OP_AVGPOOL: {
+        pgd_pool_shape sh = pool_shape(net, nd, n);
+        if (nd->op == PGD_OP_MAXPOOL)
+            ops->maxpool_forward(be, nd->out, x, &sh);
+        else
+            ops->avgpool_forward(be, nd->out, x, &sh);
+        break;
+    }
+    case PGD_OP_GAP: {
+        const pgd_node *in = &net->nodes[nd->in[0]];
+        ops->global_avgpool_forward(be, nd->out, x, n, in->c, in->h * in->w);
+        break;
+    }
+    case PGD_OP_LINEAR: {
+        int in_count = (int)pgd_node_count(&net->nodes[nd->in[0]]);
+        ops->linear_forward(be, nd->out, x, tensor_ptr(net, nd->tensor),
+                            nd->bias ? tensor_ptr(net, nd->tensor + 1) : NULL, n, in_count, nd->c);
+        break;
+    }
+    case PGD_OP_DROPOUT:
+        if (mode == PGD_NET_TRAIN)
+            ops->dropout2d_forward(be, nd->out, nd->mask, x, n, nd->c, nd->h * nd->w, nd->p, node_seed(seed, i));
+        else
+            nd->y = x; /* identity: the output is the input */
+        break;
+    case PGD_OP_ADD:
+        ops->add(be, nd->out, x, net->nodes[nd->in[1]].y, count);
+        break;
+    }
+}
+
+const float *pgd_net_forward(pgd_net *net, const float *in, int n, pgd_net_mode mode, uint64_t seed,
+                             pgd_err *err)
+{
+    if (net->max_n < 1) {
+        pgd_fail(err, PGD_EINVAL, "net: forward before pgd_net_plan");
+        return NULL;
+    }
+    if (n < 1 || n > net->max_n) {
+        pgd_fail(err, PGD_EINVAL, "net: forward of %d samples, planned for 1..%d", n, net->max_n);
+        return NULL;
+    }
+    if (pgd_backend_error(net->be, err) < 0)
+        return NULL;
+    net->last_n = 0;
+    for (int i = 0; i < net->node_count; i++) {
+        if (i == net->input)
+            net->nodes[i].y = in;
+        else
+            forward_node(net, i, n, mode, seed);
+    }
+    if (pgd_backend_error(net->be, err) < 0)
+        return NULL;
+    net->last_n = n;
+    net->last_mode = mode;
+    return net->nodes[net->node_count - 1].y;
+}
+
+/* --- backward ----------------------------------------------------------------------------------------------- */
+
+/* Gradients flow from consumers to their inputs. The first contribution to node j's gradient is written in
+ * place (the ops write activation gradients with =); later ones go to scratch and are added by grad_done. */
+typedef struct grad_slot {
+    float *dst;    /* where the op writes */
+    float *target; /* node j's gradient buffer */
+    int accumulate;
+    size_t count;
+} grad_slot;
+
+static grad_slot grad_begin(pgd_net *net, float *din, int j, int n)
+{
+    grad_slot s;
+    s.target = j == net->input ? din : net->nodes[j].gout;
+    s.count = (size_t)n * pgd_node_count(&net->nodes[j]);
+    s.accumulate = net->written[j];
+    s.dst = s.accumulate ? net->scratch : s.target;
+    net->written[j] = 1;
+    return s;
+}
+
+static void grad_done(pgd_net *net, const grad_slot *s)
+{
+    if (s->accumulate)
+        net->be->ops->accumulate(net->be, s->target, s->dst, s->count);
+}
+
+/* Node j's gradient gets g itself (an add, or a pass-through): copied or added, no scratch needed. */
+static void grad_pass(pgd_net *net, float *din, int j, int n, const float *g)
+{
+    grad_slot s = grad_begin(net, din, j, n);
+    if (s.accumulate)
+        net->be->ops->accumulate(net->be, s.target, g, s.count);
+    else
+        net->be->ops->copy(net->be, s.target, g, s.count * sizeof(float));
+}
+
+/* Back-propagates g, node i's output gradient, into its parameters and its inputs. Only conv, BN and linear
+ * nodes (with parameters) are reached with an input that needs no gradient; the others are reached only when
+ * their input needs one (see mark_needs). */
+static void backward_node(pgd_net *net, int i, int n, const float *g, float *din)
+{
+    pgd_backend *be = net->be;
+    const pgd_backend_ops *ops = be->ops;
+    pgd_node *nd = &net->nodes[i];
+    if (nd->op == PGD_OP_ADD) {
+        for (int k = 0; k < 2; k++)
+            if (net->needs[nd->in[k]])
+                grad_pass(net, din, nd->in[k], n, g);
+        return;
+    }
+    int x = nd->in[0], need_x = net->needs[x];
+    const pgd_node *in = &net->nodes[x];
+    const float *xin = in->y;
+    grad_slot s = {.dst = NULL};
+    if (need_x)
+        s = grad_begin(net, din, x, n);
+    switch (nd->op) {
+    case PGD_OP_CONV: {
+        pgd_conv_shape sh = conv_shape(net, nd, n);
+        ops->conv2d_backward_filter(be, grad_ptr(net, nd->tensor), nd->bias ? grad_ptr(net, nd->tensor + 1) : NULL,
+                                    g, xin, &sh);
+        if (need_x)
+            ops->conv2d_backward_data(be, s.dst, g, tensor_ptr(net, nd->tensor), &sh);
+        break;
+    }
+    case PGD_OP_BN: {
+        /* bn_backward always writes an input gradient: to scratch when nobody needs it */
+        pgd_bn_shape sh = bn_shape(nd, n);
+        ops->bn_backward(be, need_x ? s.dst : net->scratch, grad_ptr(net, nd->tensor), grad_ptr(net, nd->tensor + 1),
+                         g, xin, tensor_ptr(net, nd->tensor), nd->save_mean, nd->save_invstd, &sh);
+        break;
+    }
+    case PGD_OP_LINEAR:
+        ops->linear_backward(be, s.dst, grad_ptr(net, nd->tensor), nd->bias ? grad_ptr(net, nd->tensor + 1) : NULL,
+                             g, xin, tensor_ptr(net, nd->tensor), n, (int)pgd_node_count(in), nd->c);
+        break;
+    case PGD_OP_RELU:
+        ops->relu_backward(be, s.dst, g, nd->y, s.count, nd->cap);
+        break;
+    case PGD_OP_MAXPOOL: {
+        pgd_pool_shape sh = pool_shape(net, nd, n);
+        ops->maxpool_backward(be, s.dst, g, xin, &sh);
+        break;
+    }
+    case PGD_OP_AVGPOOL: {
+        pgd_pool_shape sh = pool_shape(net, nd, n);
+        ops->avgpool_backward(be, s.dst, g, &sh);
+        break;
+    }
+    case PGD_OP_GAP:
+        ops->global_avgpool_backward(be, s.dst, g, n, in->c, in->h * in->w);
+        break;
+    case PGD_OP_DROPOUT:
+        ops->dropout2d_backward(be, s.dst, g, nd->mask, n, nd->c, nd->h * nd->w);
+        break;
+    case PGD_OP_INPUT: /* never reached: the walk stops before the input */
+    case PGD_OP_ADD:
+        break;
+    }
+    if (need_x)
+        grad_done(net, &s);
+}
+
+/* Clears written[] and sets needs[i]: a parameter, or the input when din is wanted, lies upstream of node i,
+ * so its gradient matters. */
+static void mark_needs(pgd_net *net, int want_din)
+{
+    for (int i = 0; i < net->node_count; i++) {
+        const pgd_node *nd = &net->nodes[i];
+        int need = nd->op == PGD_OP_INPUT ? want_din
+                 : nd->op == PGD_OP_CONV || nd->op == PGD_OP_BN || nd->op == PGD_OP_LINEAR;
+        for (int k = 0; k < 2; k++)
+            if (nd->in[k] >= 0 && net->needs[nd->in[k]])
+                need = 1;
+        net->needs[i] = (unsigned char)need;
+        net->written[i] = 0;
+    }
+}
+
+int pgd_net_backward(pgd_net *net, const float *dout, float *din, pgd_err *err)
+{
+    if (net->last_n < 1)
+        return pgd_fail(err, PGD_EINVAL, "net: backward without a forward");
+    if (net->last_mode != PGD_NET_TRAIN)
+        return pgd_fail(err, PGD_EINVAL, "net: backward after an eval-mode forward");
+    if (pgd_backend_error(net->be, err) < 0)
+        return -1;
+    int n = net->last_n, last = net->node_count - 1;
+    mark_needs(net, din != NULL);
+    for (int i = last; i >= 0; i--) {
+        /* a node no gradient reached (not the output, unused) contributes nothing */
+        if (i == net->input || !net->needs[i] || (i != last && !net->written[i]))
+            continue;
+        backward_node(net, i, n, i == last ? dout : net->nodes[i].gout, din);
+    }
+    if (din && !net->written[net->input])
+        net->be->ops->zero(net->be, din, (size_t)n * pgd_node_count(&net->nodes[net->input]) * sizeof(float));
+    return pgd_backend_error(net->be, err);
+}
