@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "patcher_more.h"
 #include "resample.h"
@@ -11,6 +12,13 @@
 #define PATCH_MAX 16384u                     /* largest patch side */
 #define BAND_MAX_BYTES ((size_t)64 << 20)   /* largest band of level rows read at once while fitting */
 
+/* A buffer that can outlive its patcher (see the spares below). */
+typedef struct spare {
+    uint8_t *buf;
+    size_t size;
+    uint32_t x, y, w, h; /* fit image: the written rectangle */
+} spare;
+
 struct pgd_patcher {
     pgd_slide *slide;
     const pgd_slide_info *info;
@@ -18,6 +26,7 @@ struct pgd_patcher {
     int den; /* DCT scale 1/den the level is read at */
     /* FIT */
     uint8_t *fit;             /* S x S x 3, built on first read */
+    spare fit_buf;            /* fit's buffer as the spares see it */
     uint32_t fit_w, fit_h;    /* the resampled level inside the square */
     uint32_t pad_x, pad_y;    /* its top-left corner */
     /* NATIVE */
@@ -27,33 +36,68 @@ struct pgd_patcher {
     size_t cap;
 };
 
-/* One fit image kept from a closed patcher for the next one of the same size in this process, so that a
- * stream of slides does not page-fault a fresh S x S x 3 buffer each time. */
+/* Buffers kept from a closed patcher for the next one in this process, so that a stream of slides does not
+ * page-fault fresh ones each time: the S x S x 3 fit image (with the rectangle its pixels were written into:
+ * everything outside it is still white) and the band of level rows the fit is streamed through. */
 static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint8_t *spare_fit;
-static size_t spare_size;
+static spare spare_fit, spare_band;
 
-/* A buffer of n bytes: the spare when it has that size, else a new one (NULL when out of memory). */
-static uint8_t *fit_take(size_t n)
+#define HUGE_PAGE ((size_t)2 << 20)
+
+static size_t huge_round(size_t n)
 {
-    uint8_t *b = NULL;
-    pthread_mutex_lock(&spare_lock);
-    if (spare_fit && spare_size == n)
-        b = spare_fit, spare_fit = NULL;
-    pthread_mutex_unlock(&spare_lock);
-    return b ? b : malloc(n);
+    return (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
 }
 
-/* Keep b (n bytes) as the spare, replacing an older one. */
-static void fit_give(uint8_t *b, size_t n)
+/* n bytes of fresh memory on 2 MiB boundaries, in transparent huge pages where the kernel gives them (the
+ * first touch of a 48 MiB fit image is then 24 page faults, not 12288). NULL when out of memory. */
+static uint8_t *big_alloc(size_t n)
 {
-    if (!b)
+    size_t keep = huge_round(n), len = keep + HUGE_PAGE;
+    uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    uint8_t *a = p + (HUGE_PAGE - (uintptr_t)p % HUGE_PAGE) % HUGE_PAGE;
+    /* trimming the slack or advising can only fail on a bad range; the buffer is usable either way */
+    if (a > p && munmap(p, (size_t)(a - p)) != 0)
+        return a;
+    if (p + len > a + keep && munmap(a + keep, (size_t)(p + len - (a + keep))) != 0)
+        return a;
+    (void)madvise(a, keep, MADV_HUGEPAGE);
+    return a;
+}
+
+static void big_free(uint8_t *p, size_t n)
+{
+    if (p && munmap(p, huge_round(n)) != 0)
+        return; /* EINVAL only: a range big_alloc did not map; nothing to release */
+}
+
+/* A buffer of n bytes: the spare when it has that size (its rectangle in *got), else a new one (NULL when out
+ * of memory; *got then has size 0). */
+static uint8_t *spare_take(spare *s, size_t n, spare *got)
+{
+    memset(got, 0, sizeof *got);
+    pthread_mutex_lock(&spare_lock);
+    if (s->buf && s->size == n)
+        *got = *s, memset(s, 0, sizeof *s);
+    pthread_mutex_unlock(&spare_lock);
+    if (!got->buf && (got->buf = big_alloc(n)))
+        got->size = n;
+    return got->buf;
+}
+
+/* Keep b as the spare, replacing an older one. */
+static void spare_give(spare *s, const spare *b)
+{
+    if (!b->buf)
         return;
     pthread_mutex_lock(&spare_lock);
-    uint8_t *old = spare_fit;
-    spare_fit = b, spare_size = n;
+    spare old = *s;
+    *s = *b;
     pthread_mutex_unlock(&spare_lock);
-    free(old);
+    if (old.buf != b->buf)
+        big_free(old.buf, old.size);
 }
 
 int pgd_patcher_spec_check(const pgd_geom_spec *g, pgd_err *err)
@@ -196,7 +240,8 @@ void pgd_patcher_close(pgd_patcher **pp)
     if (!p)
         return;
     pgd_slide_close(&p->slide);
-    fit_give(p->fit, (size_t)p->geom.spec.fit_size * p->geom.spec.fit_size * 3);
+    if (p->fit)
+        spare_give(&spare_fit, &p->fit_buf);
     free(p->buf);
     free(p);
     *pp = NULL;
@@ -215,6 +260,22 @@ static uint32_t band_rows(const pgd_patcher *p, int64_t sw)
     return rows;
 }
 
+/* White around the resampled rectangle of img, except where it is white already (a reused buffer whose
+ * pixels were written inside that rectangle). */
+static void fit_pad(const pgd_patcher *p, uint8_t *img, const spare *was)
+{
+    uint32_t S = p->geom.spec.fit_size, x = p->pad_x, y = p->pad_y, w = p->fit_w, h = p->fit_h;
+    if (was->w && was->x >= x && was->y >= y && was->x + was->w <= x + w && was->y + was->h <= y + h)
+        return; /* the old pixels lie inside the new rectangle, which the resampler writes in full */
+    size_t row = (size_t)S * 3, in_w = (size_t)w * 3, left = (size_t)x * 3;
+    memset(img, 255, y * row);
+    for (uint32_t r = y; r < y + h; r++) {
+        memset(img + r * row, 255, left);
+        memset(img + r * row + left + in_w, 255, row - left - in_w);
+    }
+    memset(img + (size_t)(y + h) * row, 255, (size_t)(S - y - h) * row);
+}
+
 static int build_fit(pgd_patcher *p, pgd_err *err)
 {
     uint32_t S = p->geom.spec.fit_size;
@@ -223,42 +284,42 @@ static int build_fit(pgd_patcher *p, pgd_err *err)
     pgd_slide_scaled_size(p->slide, L, p->den, &sw, &sh);
     if (sw > UINT32_MAX / 4 || sh > UINT32_MAX)
         return pgd_fail(err, PGD_EINVAL, "%s: level %d is too wide to fit", p->info->path, L);
-    uint8_t *img = fit_take((size_t)S * S * 3);
     uint32_t rows = band_rows(p, sw);
-    uint8_t *band = malloc((size_t)sw * rows * 3);
+    spare img, band;
+    spare_take(&spare_fit, (size_t)S * S * 3, &img);
+    spare_take(&spare_band, (size_t)sw * rows * 3, &band);
     const pgd_slide_level *l = &p->info->level[L];
     pgd_resample_map m = {(uint32_t)sw, (uint32_t)sh, 0, 0, (double)l->w / p->den / p->fit_w,
                           (double)l->h / p->den / p->fit_h, p->fit_w, p->fit_h};
     pgd_resample *r = NULL;
-    if (!img || !band) {
+    if (!img.buf || !band.buf) {
         pgd_fail(err, PGD_ENOMEM, "%s: out of memory for the %ux%u fit image", p->info->path, S, S);
         goto fail;
     }
-    /* white around the resampled image, which the resampler writes in full */
-    size_t row = (size_t)S * 3, in_w = (size_t)p->fit_w * 3, left = (size_t)p->pad_x * 3;
-    memset(img, 255, p->pad_y * row);
-    for (uint32_t y = p->pad_y; y < p->pad_y + p->fit_h; y++) {
-        memset(img + y * row, 255, left);
-        memset(img + y * row + left + in_w, 255, row - left - in_w);
-    }
-    memset(img + (size_t)(p->pad_y + p->fit_h) * row, 255, (size_t)(S - p->pad_y - p->fit_h) * row);
-    if (!(r = pgd_resample_new(&m, img + ((size_t)p->pad_y * S + p->pad_x) * 3, (size_t)S * 3, err)))
+    fit_pad(p, img.buf, &img);
+    /* from here on only the rectangle is written, whatever happens */
+    img.x = p->pad_x, img.y = p->pad_y, img.w = p->fit_w, img.h = p->fit_h;
+    if (!(r = pgd_resample_new(&m, img.buf + ((size_t)p->pad_y * S + p->pad_x) * 3, (size_t)S * 3, err)))
         goto fail;
     for (int64_t y = 0; y < sh; y += rows) {
         uint32_t n = sh - y < rows ? (uint32_t)(sh - y) : rows;
-        if (pgd_slide_read(p->slide, L, p->den, 0, y, (uint32_t)sw, n, NULL, band, (size_t)sw * 3, err) != 0)
+        if (pgd_slide_read(p->slide, L, p->den, 0, y, (uint32_t)sw, n, NULL, band.buf, (size_t)sw * 3, err) != 0)
             goto fail;
-        pgd_resample_push(r, band, (size_t)sw * 3, n);
+        pgd_resample_push(r, band.buf, (size_t)sw * 3, n);
     }
     pgd_resample_finish(r);
     pgd_resample_free(&r);
-    free(band);
-    p->fit = img;
+    spare_give(&spare_band, &band);
+    p->fit = img.buf;
+    p->fit_buf = img;
     return 0;
 fail:
     pgd_resample_free(&r);
-    free(band);
-    fit_give(img, (size_t)S * S * 3);
+    spare_give(&spare_band, &band);
+    if (img.buf && !img.w)
+        big_free(img.buf, img.size); /* not padded yet: its white is unknown */
+    else
+        spare_give(&spare_fit, &img);
     return -1;
 }
 

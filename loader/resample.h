@@ -19,9 +19,32 @@ typedef struct pgd_resample_map {
 
 typedef struct pgd_resample pgd_resample;
 
+/* The arithmetic is fixed point and the same for every implementation (they differ in speed only, never in
+ * a byte): each output pixel's weights along one axis are Q15 integers summing to exactly 32768; the vertical
+ * pass keeps, per source sample, V = 2 * sum_t floor(p_t * Wv_t / 256) (the 8.7 fixed-point mean, doubled);
+ * the horizontal pass O = sum_t floor(V_t * Wh_t / 65536) (8.7); the byte is (O + 64) >> 7. Every floor
+ * loses less than 1/128, so a byte is at most (taps down + taps across) / 128 below the exact area mean
+ * before rounding, and power-of-two box averages (no floor loses anything) round exactly. */
+typedef enum pgd_resample_impl {
+    PGD_RESAMPLE_AUTO = 0,   /* the fastest this build and CPU have */
+    PGD_RESAMPLE_SCALAR = 1, /* plain C: the reference the vector code is tested against */
+    PGD_RESAMPLE_SSE2 = 2,   /* x86-64 SSE2 (baseline there): 16 bytes down, two pixels across at a time */
+    PGD_RESAMPLE_AVX2 = 3,   /* x86-64 AVX2 when the CPU has it (checked at run time): 16 and 4 at a time */
+} pgd_resample_impl;
+
+/* 1 when impl can run here (AUTO and SCALAR always can). */
+int pgd_resample_impl_available(pgd_resample_impl impl);
+
+/* "auto", "scalar", "sse2", "avx2". */
+const char *pgd_resample_impl_name(pgd_resample_impl impl);
+
 /* A streaming resampler writing into dst (dst_h rows of dst_w RGB pixels, rows dst_stride apart, owned by
- * the caller, alive until finish). Memory is O(src_w x (ceil(1/ry) + 3)) floats whatever src_h is. */
+ * the caller, alive until finish). Memory is O(src_w x (ceil(ry) + 3)) bytes whatever src_h is. */
 pgd_resample *pgd_resample_new(const pgd_resample_map *m, uint8_t *dst, size_t dst_stride, pgd_err *err);
+
+/* The same with a chosen implementation (an unavailable one is an error). */
+pgd_resample *pgd_resample_new_impl(const pgd_resample_map *m, pgd_resample_impl impl, uint8_t *dst,
+                                    size_t dst_stride, pgd_err *err);
 
 /* Feed the next n source rows (top to bottom; src_w RGB pixels each, rows stride apart). Output rows are
  * written as soon as every source row they cover has arrived. */
@@ -36,5 +59,9 @@ void pgd_resample_free(pgd_resample **r);
 /* One call: resample a whole src image (rows sstride apart) into dst. */
 int pgd_resample_area(const pgd_resample_map *m, const uint8_t *src, size_t sstride, uint8_t *dst,
                       size_t dstride, pgd_err *err);
+
+/* pgd_resample_area with a chosen implementation. */
+int pgd_resample_area_impl(const pgd_resample_map *m, pgd_resample_impl impl, const uint8_t *src, size_t sstride,
+                           uint8_t *dst, size_t dstride, pgd_err *err);
 
 #endif

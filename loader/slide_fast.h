@@ -34,8 +34,9 @@ typedef struct pgd_fast_state {
     tjhandle tj;
     uint8_t *raw, *stream;  /* a tile's bytes as stored, and spliced into one JPEG stream */
     size_t raw_cap, stream_cap;
-    pgd_fast_tile *cache;
+    pgd_fast_tile *cache;   /* ncache slots, each buffer tile_bytes (the largest tile of any level) */
     int ncache;
+    size_t tile_bytes;
     uint64_t clock;
 } pgd_fast_state;
 

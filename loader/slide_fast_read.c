@@ -1,6 +1,7 @@
 /* slide_fast_read.c: fast-path reads: raw tiles by offset, JPEGTables spliced in, TurboJPEG (DCT-scaled) decode. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,47 @@
 /* APP14 "Adobe" with transform 0: tells libjpeg the three components are RGB, not YCbCr. */
 static const uint8_t adobe_rgb[16] = {0xff, 0xee, 0x00, 0x0e, 'A', 'd', 'o', 'b', 'e', 0x00, 0x64, 0, 0, 0, 0, 0};
 
+/* The tile cache of a closed slide, kept for the next slide of this process with the same tile size: a
+ * stream of slides (one fit each) then does not page-fault fresh tile buffers for every slide. */
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
+static pgd_fast_tile *spare_cache;
+static int spare_n;
+static size_t spare_bytes;
+
+static void cache_free(pgd_fast_tile *c, int n)
+{
+    for (int i = 0; c && i < n; i++)
+        free(c[i].rgb);
+    free(c);
+}
+
+/* ncache slots of tile_bytes buffers (allocated on first use), all empty: the spare when it matches. */
+static pgd_fast_tile *cache_take(int n, size_t tile_bytes)
+{
+    pgd_fast_tile *c = NULL;
+    pthread_mutex_lock(&spare_lock);
+    if (spare_cache && spare_n == n && spare_bytes == tile_bytes)
+        c = spare_cache, spare_cache = NULL;
+    pthread_mutex_unlock(&spare_lock);
+    if (!c && !(c = calloc((size_t)n, sizeof *c)))
+        return NULL;
+    for (int i = 0; i < n; i++)
+        c[i].level = -1, c[i].used = 0;
+    return c;
+}
+
+static void cache_give(pgd_fast_tile *c, int n, size_t tile_bytes)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&spare_lock);
+    pgd_fast_tile *old = spare_cache;
+    int old_n = spare_n;
+    spare_cache = c, spare_n = n, spare_bytes = tile_bytes;
+    pthread_mutex_unlock(&spare_lock);
+    cache_free(old, old_n);
+}
+
 void pgd_slide_fast_free(pgd_fast_state *st)
 {
     if (!st)
@@ -24,9 +66,7 @@ void pgd_slide_fast_free(pgd_fast_state *st)
         free(st->lv[l].len);
         free(st->lv[l].tables);
     }
-    for (int i = 0; i < st->ncache; i++)
-        free(st->cache[i].rgb);
-    free(st->cache);
+    cache_give(st->cache, st->ncache, st->tile_bytes);
     free(st->raw);
     free(st->stream);
     if (st->tj)
@@ -159,7 +199,7 @@ static const pgd_fast_tile *get_tile(pgd_slide *s, pgd_fast_state *st, int l, in
     const pgd_fast_level *fl = &st->lv[l];
     victim->level = -1;
     victim->w = fl->tw / (uint32_t)den, victim->h = fl->th / (uint32_t)den;
-    if (!victim->rgb && !(victim->rgb = malloc((size_t)fl->tw * fl->th * 3))) {
+    if (!victim->rgb && !(victim->rgb = malloc(st->tile_bytes))) {
         pgd_fail(err, PGD_ENOMEM, "%s: out of memory for a tile", s->path);
         return NULL;
     }
@@ -224,10 +264,9 @@ int pgd_slide_fast_start(pgd_slide *s, pgd_fast_state *st, pgd_err *err)
     }
     st->ncache = (int)(CACHE_BYTES / tile_bytes);
     st->ncache = st->ncache < 4 ? 4 : st->ncache > 512 ? 512 : st->ncache;
-    if (!(st->cache = calloc((size_t)st->ncache, sizeof *st->cache)))
+    st->tile_bytes = tile_bytes;
+    if (!(st->cache = cache_take(st->ncache, tile_bytes)))
         return pgd_fail(err, PGD_ENOMEM, "%s: out of memory", s->path);
-    for (int i = 0; i < st->ncache; i++)
-        st->cache[i].level = -1;
     s->impl = st;
     s->ops = &fast_ops;
     s->info.backend = PGD_SLIDE_FAST;

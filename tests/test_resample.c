@@ -1,0 +1,200 @@
+/* test_resample.c: the area resampler's implementations (plain C, SSE2, AVX2) give the same bytes on random
+ * images of odd sizes at integer and non-integer ratios, whole or streamed in uneven bands, and stay within
+ * one level of the exact area mean. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cunit_util.h"
+#include "loader/resample.h"
+
+static uint8_t *random_bytes(size_t n, unsigned seed)
+{
+    uint8_t *p = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(rand_r(&seed) >> 5);
+    return p;
+}
+
+/* The exact area-weighted mean of each output pixel in doubles, rounded half up; white where nothing maps. */
+static void exact_area(const pgd_resample_map *m, const uint8_t *src, size_t sstride, uint8_t *dst)
+{
+    for (uint32_t y = 0; y < m->dst_h; y++)
+        for (uint32_t x = 0; x < m->dst_w; x++) {
+            double a0 = fmax(m->ox + x * m->rx, 0), a1 = fmin(m->ox + (x + 1) * m->rx, m->src_w);
+            double b0 = fmax(m->oy + y * m->ry, 0), b1 = fmin(m->oy + (y + 1) * m->ry, m->src_h);
+            double acc[3] = {0, 0, 0}, wsum = 0;
+            for (int64_t j = (int64_t)floor(b0); j < (int64_t)ceil(b1); j++)
+                for (int64_t i = (int64_t)floor(a0); i < (int64_t)ceil(a1); i++) {
+                    double w = (fmin(a1, i + 1.0) - fmax(a0, (double)i)) * (fmin(b1, j + 1.0) - fmax(b0, (double)j));
+                    if (w <= 0)
+                        continue;
+                    for (int k = 0; k < 3; k++)
+                        acc[k] += w * src[(size_t)j * sstride + (size_t)i * 3 + k];
+                    wsum += w;
+                }
+            for (int k = 0; k < 3; k++)
+                dst[((size_t)y * m->dst_w + x) * 3 + k] = wsum > 0 ? (uint8_t)floor(acc[k] / wsum + 0.5) : 255;
+        }
+}
+
+/* Mappings: odd sizes, fractional offsets, ratios below 1 (upsampling), between 1 and 2 (the fit case),
+ * integer (box averages), large, and mappings that run past the source (white borders). */
+static const struct {
+    uint32_t sw, sh, dw, dh;
+    double ox, oy, rx, ry;
+} maps[] = {
+    {5000, 37, 4096, 30, 0, 0, 5000.0 / 4096, 37.0 / 30},
+    {97, 61, 70, 44, 0, 0, 1.37, 1.37},
+    {101, 67, 47, 31, 0.3, 0.7, 2.0, 2.0},
+    {33, 29, 75, 65, 0, 0, 0.44, 0.45},
+    {64, 64, 16, 8, 0, 0, 4, 8},
+    {257, 131, 31, 17, 0.5, 0.25, 257.0 / 31, 131.0 / 17},
+    {99, 77, 120, 80, -5.5, -3, 1.0, 1.0},
+    {49, 53, 23, 19, 10.25, 4.5, 3.7, 1.9},
+    {1, 1, 3, 2, 0, 0, 0.3, 0.5},
+    {7, 5, 3, 3, 0.1, 0.2, 7.0 / 3, 5.0 / 3},
+    {300, 200, 299, 199, 0, 0, 300.0 / 299, 200.0 / 199},
+    {1023, 9, 1017, 7, 0, 0, 1023.0 / 1017, 9.0 / 7},
+};
+#define NMAPS (sizeof maps / sizeof *maps)
+
+static pgd_resample_map map_at(size_t k)
+{
+    return (pgd_resample_map){maps[k].sw, maps[k].sh, maps[k].ox, maps[k].oy, maps[k].rx, maps[k].ry,
+                              maps[k].dw, maps[k].dh};
+}
+
+/* Resample with impl, the source pushed in bands of 1, 2, ... rows (cycling), into dst. */
+static int run_banded(const pgd_resample_map *m, pgd_resample_impl impl, const uint8_t *src, size_t sstride,
+                      uint8_t *dst)
+{
+    pgd_err err = PGD_ERR_INIT;
+    pgd_resample *r = pgd_resample_new_impl(m, impl, dst, (size_t)m->dst_w * 3, &err);
+    if (!r)
+        return -1;
+    for (uint32_t y = 0, step = 1; y < m->src_h; y += step, step = step % 7 + 1)
+        pgd_resample_push(r, src + (size_t)y * sstride, sstride, step > m->src_h - y ? m->src_h - y : step);
+    pgd_resample_finish(r);
+    pgd_resample_free(&r);
+    return 0;
+}
+
+static void test_impls_identical(void)
+{
+    static const pgd_resample_impl impls[] = {PGD_RESAMPLE_SSE2, PGD_RESAMPLE_AVX2, PGD_RESAMPLE_AUTO};
+    int compared = 0;
+    for (size_t k = 0; k < NMAPS; k++) {
+        pgd_resample_map m = map_at(k);
+        size_t sstride = (size_t)m.src_w * 3 + 5, n = (size_t)m.dst_w * m.dst_h * 3; /* rows with slack */
+        uint8_t *src = random_bytes(sstride * m.src_h, (unsigned)k + 1), *ref = malloc(n), *got = malloc(n);
+        pgd_err err = PGD_ERR_INIT;
+        CU_ASSERT_EQUAL_FATAL(pgd_resample_area_impl(&m, PGD_RESAMPLE_SCALAR, src, sstride, ref,
+                                                     (size_t)m.dst_w * 3, &err), 0);
+        for (size_t i = 0; i < sizeof impls / sizeof *impls; i++) {
+            if (!pgd_resample_impl_available(impls[i]))
+                continue;
+            memset(got, 0, n);
+            CU_ASSERT_EQUAL(pgd_resample_area_impl(&m, impls[i], src, sstride, got, (size_t)m.dst_w * 3, &err), 0);
+            int same = memcmp(ref, got, n) == 0;
+            memset(got, 0, n);
+            CU_ASSERT_EQUAL(run_banded(&m, impls[i], src, sstride, got), 0);
+            same &= memcmp(ref, got, n) == 0;
+            if (!same)
+                fprintf(stderr, "\n  map %zu (%ux%u -> %ux%u): %s differs from scalar", k, m.src_w, m.src_h, m.dst_w,
+                        m.dst_h, pgd_resample_impl_name(impls[i]));
+            CU_ASSERT(same);
+            compared++;
+        }
+        free(src), free(ref), free(got);
+    }
+    printf("\n  %d comparisons with the scalar code (sse2 %s, avx2 %s here)", compared,
+           pgd_resample_impl_available(PGD_RESAMPLE_SSE2) ? "yes" : "no",
+           pgd_resample_impl_available(PGD_RESAMPLE_AVX2) ? "yes" : "no");
+    CU_ASSERT(compared > 0 || !pgd_resample_impl_available(PGD_RESAMPLE_SSE2));
+}
+
+/* Random bytes at random mappings (seeded): the same bytes from every implementation. */
+static void test_impls_identical_random(void)
+{
+    unsigned seed = 7;
+    int compared = 0;
+    for (int it = 0; it < 200; it++) {
+        pgd_resample_map m;
+        m.src_w = 1 + (uint32_t)rand_r(&seed) % 300, m.src_h = 1 + (uint32_t)rand_r(&seed) % 40;
+        m.rx = 0.2 + (rand_r(&seed) % 1000) / 100.0, m.ry = 0.2 + (rand_r(&seed) % 1000) / 100.0;
+        m.ox = (rand_r(&seed) % 100) / 10.0 - 2, m.oy = (rand_r(&seed) % 100) / 10.0 - 2;
+        m.dst_w = 1 + (uint32_t)(m.src_w / m.rx), m.dst_h = 1 + (uint32_t)(m.src_h / m.ry);
+        size_t sstride = (size_t)m.src_w * 3, n = (size_t)m.dst_w * m.dst_h * 3;
+        uint8_t *src = random_bytes(sstride * m.src_h, seed), *ref = malloc(n), *got = malloc(n);
+        pgd_err err = PGD_ERR_INIT;
+        CU_ASSERT_EQUAL_FATAL(pgd_resample_area_impl(&m, PGD_RESAMPLE_SCALAR, src, sstride, ref,
+                                                     (size_t)m.dst_w * 3, &err), 0);
+        for (pgd_resample_impl impl = PGD_RESAMPLE_SSE2; impl <= PGD_RESAMPLE_AVX2; impl++) {
+            if (!pgd_resample_impl_available(impl))
+                continue;
+            CU_ASSERT_EQUAL(run_banded(&m, impl, src, sstride, got), 0);
+            if (memcmp(ref, got, n) != 0)
+                fprintf(stderr, "\n  random map %d (%ux%u -> %ux%u, ratio %g x %g): %s differs", it, m.src_w, m.src_h,
+                        m.dst_w, m.dst_h, m.rx, m.ry, pgd_resample_impl_name(impl));
+            CU_ASSERT(memcmp(ref, got, n) == 0);
+            compared++;
+        }
+        free(src), free(ref), free(got);
+    }
+    printf("\n  %d random comparisons", compared);
+}
+
+/* Fixed point against the exact mean: at most one level off anywhere, and identical for box averages
+ * (power-of-two ratios lose nothing to the floors). */
+static void test_close_to_exact(void)
+{
+    int worst = 0;
+    for (size_t k = 0; k < NMAPS; k++) {
+        pgd_resample_map m = map_at(k);
+        size_t sstride = (size_t)m.src_w * 3, n = (size_t)m.dst_w * m.dst_h * 3;
+        uint8_t *src = random_bytes(sstride * m.src_h, (unsigned)k + 100), *a = malloc(n), *b = malloc(n);
+        pgd_err err = PGD_ERR_INIT;
+        CU_ASSERT_EQUAL(pgd_resample_area_impl(&m, PGD_RESAMPLE_SCALAR, src, sstride, a, (size_t)m.dst_w * 3, &err), 0);
+        exact_area(&m, src, sstride, b);
+        int max = 0;
+        for (size_t i = 0; i < n; i++)
+            max = abs(a[i] - b[i]) > max ? abs(a[i] - b[i]) : max;
+        worst = max > worst ? max : worst;
+        CU_ASSERT(max <= 1);
+        if (m.rx == 4 && m.ry == 8)
+            CU_ASSERT_EQUAL(max, 0);
+        free(src), free(a), free(b);
+    }
+    printf("\n  largest difference from the exact area mean: %d", worst);
+}
+
+static void test_unavailable_and_bad(void)
+{
+    pgd_err err = PGD_ERR_INIT;
+    uint8_t px[12];
+    pgd_resample_map ok = {2, 2, 0, 0, 1, 1, 2, 2};
+    CU_ASSERT(pgd_resample_impl_available(PGD_RESAMPLE_SCALAR));
+    CU_ASSERT(pgd_resample_impl_available(PGD_RESAMPLE_AUTO));
+    CU_ASSERT_FALSE(pgd_resample_impl_available((pgd_resample_impl)99));
+    CU_ASSERT_PTR_NULL(pgd_resample_new_impl(&ok, (pgd_resample_impl)99, px, 6, &err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "resample: the unknown code is not available here"));
+    pgd_err err2 = PGD_ERR_INIT;
+    pgd_resample_map bad = {2, 2, 0, 0, INFINITY, 1, 2, 2};
+    CU_ASSERT_PTR_NULL(pgd_resample_new_impl(&bad, PGD_RESAMPLE_SCALAR, px, 6, &err2));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err2.msg, "resample: bad mapping"));
+}
+
+static const pgd_test_case cases[] = {
+    {"impls_identical", test_impls_identical},
+    {"impls_identical_random", test_impls_identical_random},
+    {"close_to_exact", test_close_to_exact},
+    {"unavailable_and_bad", test_unavailable_and_bad},
+    {NULL, NULL},
+};
+
+int main(int argc, char **argv)
+{
+    return pgd_test_main("resample", cases, argc, argv);
+}
