@@ -1,4 +1,4 @@
-/* wire.c: the pgd wire format: header packing, one table-driven validator, encode, decode, accessors. */
+/* wire.c: the pgd wire format (version 1, revision 2): header packing, one table-driven validator, encode, decode, accessors. */
 #include "wire.h"
 
 #include <math.h>
@@ -140,7 +140,8 @@ static const struct {
 };
 
 /* Payload frame kinds. Text kinds have a length range, the others an exact length from the counts. */
-enum { FR_NONE = 0, FR_NAME, FR_SPEC, FR_PATH, FR_REASON, FR_PIXELS, FR_CELLS, FR_IDS, FR_LABELS };
+enum { FR_NONE = 0, FR_NAME, FR_SPEC, FR_PATH, FR_REASON, FR_PIXELS, FR_CELLS, FR_IDS, FR_LABELS, FR_SHMREF,
+       FR_SEGMENT };
 
 static const struct {
     const char *name;
@@ -155,6 +156,8 @@ static const struct {
     [FR_CELLS] = {"cells", 0},
     [FR_IDS] = {"ids", 0},
     [FR_LABELS] = {"labels", 0},
+    [FR_SHMREF] = {"shmref", 0},
+    [FR_SEGMENT] = {"segment", PGD_WIRE_SEGMENT_MAX},
 };
 
 typedef struct type_rule {
@@ -180,8 +183,11 @@ static const type_rule rules[PGD_WIRE_TYPE_MAX + 1] = {
     [PGD_WIRE_STOP] = {"STOP", {0}, 0, 0, 0, {0}},
     [PGD_WIRE_BATCH] = {"BATCH", {[F_N_IMAGES] = POS, IMAGE_COUNTS}, BATCH_FLAGS, PGD_WIRE_PHASE_MASK, 4,
                         {FR_PIXELS, FR_CELLS, FR_IDS, FR_LABELS}},
-    [PGD_WIRE_CREDIT] = {"CREDIT", {[F_PPI] = ANY, [F_CREDIT] = POS}, 0, 0, 0, {0}},
+    [PGD_WIRE_CREDIT] = {"CREDIT", {[F_PPI] = ANY, [F_CREDIT] = POS}, PGD_WIRE_CREDIT_SHM, 0, 0, {0}},
     [PGD_WIRE_END] = {"END", {0}, 0, 0, 0, {0}},
+    [PGD_WIRE_BATCH_SHM] = {"BATCH_SHM", {[F_N_IMAGES] = POS, IMAGE_COUNTS}, BATCH_FLAGS, PGD_WIRE_PHASE_MASK, 5,
+                            {FR_SHMREF, FR_CELLS, FR_IDS, FR_LABELS, FR_SEGMENT}},
+    [PGD_WIRE_RELEASE] = {"RELEASE", {[F_CREDIT] = ANY}, 0, 0, 0, {0}},
 };
 
 static const type_rule *rule_of(unsigned type)
@@ -206,7 +212,7 @@ const char *pgd_wire_reason_name(pgd_wire_reason reason)
         [PGD_WIRE_R_FRAME_LEN] = "frame_len", [PGD_WIRE_R_TOO_LARGE] = "too_large",
         [PGD_WIRE_R_SPEC] = "spec",       [PGD_WIRE_R_TEXT] = "text",
         [PGD_WIRE_R_CELL] = "cell",       [PGD_WIRE_R_ID] = "id",
-        [PGD_WIRE_R_LABEL] = "label",
+        [PGD_WIRE_R_LABEL] = "label",     [PGD_WIRE_R_SHMREF] = "shmref",
     };
     return (unsigned)reason < PGD_WIRE_R_MAX ? names[reason] : "unknown";
 }
@@ -319,6 +325,10 @@ static int expected_len(const pgd_wire_header *h, int kind, uint64_t *out, char 
     case FR_SPEC:
         snprintf(why, cap, "job spec");
         f[n++] = PGD_WIRE_SPEC_SIZE;
+        break;
+    case FR_SHMREF:
+        snprintf(why, cap, "shmref");
+        f[n++] = PGD_WIRE_SHMREF_SIZE;
         break;
     case FR_PIXELS:
         snprintf(why, cap, "n_images %u x patches_per_image %u x patch_size %u x %u x channels %u", h->n_images,
@@ -475,6 +485,54 @@ static int check_spec(const pgd_wire_header *h, const uint8_t *p, pgd_wire_job_s
     return 0;
 }
 
+static void read_shmref(const uint8_t *p, pgd_wire_shmref *r)
+{
+    r->offset = get_u64(p);
+    r->length = get_u64(p + 8);
+    r->slot = get_u32(p + 16);
+}
+
+/* The shmref: reserved bytes 0, an aligned offset that leaves room for the length without wrapping, and the
+ * length the counts give a pixels frame (which also bounds it by PGD_WIRE_MAX_PAYLOAD). */
+static int check_shmref(const pgd_wire_header *h, const type_rule *t, const uint8_t *p, pgd_wire_shmref *r, vctx *v)
+{
+    read_shmref(p, r);
+    uint32_t r20 = get_u32(p + 20);
+    uint64_t r24 = get_u64(p + 24);
+    if (r20 != 0 || r24 != 0)
+        return VFAIL(v, PGD_WIRE_R_RESERVED, "wire: %s shmref reserved field at byte %d is 0x%llx, must be 0", t->name,
+                     r20 ? 20 : 24, (unsigned long long)(r20 ? r20 : r24));
+    if (r->offset % PGD_WIRE_SHM_ALIGN != 0 || r->offset > UINT64_MAX - PGD_WIRE_MAX_PAYLOAD)
+        return VFAIL(v, PGD_WIRE_R_SHMREF, "wire: %s shmref offset %llu is not a multiple of %d below 2^64 - 2^31",
+                     t->name, (unsigned long long)r->offset, PGD_WIRE_SHM_ALIGN);
+    uint64_t want;
+    char why[200];
+    if (expected_len(h, FR_PIXELS, &want, why, sizeof why) < 0)
+        return VFAIL(v, PGD_WIRE_R_TOO_LARGE, "wire: %s pixels (%s) exceed the %llu-byte frame limit", t->name, why,
+                     (unsigned long long)PGD_WIRE_MAX_PAYLOAD);
+    if (r->length != want)
+        return VFAIL(v, PGD_WIRE_R_SHMREF, "wire: %s shmref length %llu, expected %llu (%s)", t->name,
+                     (unsigned long long)r->length, (unsigned long long)want, why);
+    return 0;
+}
+
+/* A POSIX shared-memory object name: '/', then 1..254 of [A-Za-z0-9._-] (no second '/'). */
+static int check_segment(const type_rule *t, const uint8_t *p, size_t len, vctx *v)
+{
+    if (len < 2 || p[0] != '/')
+        return VFAIL(v, PGD_WIRE_R_TEXT, "wire: %s segment name must be '/' and 1..%d more characters", t->name,
+                     PGD_WIRE_SEGMENT_MAX - 1);
+    for (size_t k = 1; k < len; k++) {
+        uint8_t c = p[k];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+                 c == '-';
+        if (!ok)
+            return VFAIL(v, PGD_WIRE_R_TEXT, "wire: %s segment name has byte 0x%02x at %zu, expected [A-Za-z0-9._-]",
+                         t->name, c, k);
+    }
+    return 0;
+}
+
 static int check_cells(const pgd_wire_header *h, const type_rule *t, const uint8_t *p, size_t n, vctx *v)
 {
     for (size_t i = 0; i < n; i++) {
@@ -516,7 +574,7 @@ static int check_labels(const type_rule *t, const uint8_t *p, size_t n, vctx *v)
 
 /* Content rules of payload frame i, whose length is already known to be right. */
 static int check_payload(const pgd_wire_header *h, const type_rule *t, unsigned i, const uint8_t *p,
-                         pgd_wire_job_spec *spec, vctx *v)
+                         pgd_wire_job_spec *spec, pgd_wire_shmref *shm, vctx *v)
 {
     size_t len = (size_t)h->frame_len[i], cells = (size_t)h->n_images * h->patches_per_image;
     switch (t->frame[i]) {
@@ -526,6 +584,10 @@ static int check_payload(const pgd_wire_header *h, const type_rule *t, unsigned 
         return check_text(t, i, p, len, v);
     case FR_SPEC:
         return check_spec(h, p, spec, v);
+    case FR_SHMREF:
+        return check_shmref(h, t, p, shm, v);
+    case FR_SEGMENT:
+        return check_text(t, i, p, len, v) < 0 ? -1 : check_segment(t, p, len, v);
     case FR_CELLS:
         return check_cells(h, t, p, cells, v);
     case FR_IDS:
@@ -540,7 +602,7 @@ static int check_payload(const pgd_wire_header *h, const type_rule *t, unsigned 
 /* The validator shared by encoder and decoder: the header first, then the frame count and lengths
  * against it, then the payload bytes. spec receives the parsed JOB spec. */
 static int validate(const pgd_wire_header *h, const pgd_wire_frame *pay, size_t n, pgd_wire_job_spec *spec,
-                    vctx *v)
+                    pgd_wire_shmref *shm, vctx *v)
 {
     if (check_header(h, v) < 0)
         return -1;
@@ -557,7 +619,7 @@ static int validate(const pgd_wire_header *h, const pgd_wire_frame *pay, size_t 
                          kinds[t->frame[i]].name);
     }
     for (unsigned i = 0; i < n; i++)
-        if (check_payload(h, t, i, pay[i].data, spec, v) < 0)
+        if (check_payload(h, t, i, pay[i].data, spec, shm, v) < 0)
             return -1;
     return 0;
 }
@@ -578,7 +640,8 @@ int pgd_wire_encode(const pgd_wire_header *h, const pgd_wire_frame *frames, size
     for (size_t i = 0; i < PGD_WIRE_MAX_FRAMES; i++)
         c.frame_len[i] = i < n ? frames[i].len : 0;
     pgd_wire_job_spec spec;
-    if (validate(&c, frames, n, &spec, &v) < 0)
+    pgd_wire_shmref shm;
+    if (validate(&c, frames, n, &spec, &shm, &v) < 0)
         return -1;
     pgd_wire_header_pack(&c, out);
     return 0;
@@ -613,6 +676,7 @@ static void point_msg(pgd_wire_msg *m, const pgd_wire_frame *pay)
         case FR_NAME:
         case FR_PATH:
         case FR_REASON:
+        case FR_SEGMENT:
             m->text = pay[i].data;
             m->text_len = pay[i].len;
             break;
@@ -629,7 +693,7 @@ static void point_msg(pgd_wire_msg *m, const pgd_wire_frame *pay)
         case FR_LABELS:
             m->labels = pay[i].data;
             break;
-        default: /* the spec was parsed while it was checked */
+        default: /* the spec and the shmref were parsed while they were checked */
             break;
         }
     }
@@ -644,7 +708,7 @@ int pgd_wire_decode(const pgd_wire_frame *frames, size_t n, pgd_wire_msg *msg, p
     else if (n > 1 + PGD_WIRE_MAX_FRAMES)
         VFAIL(&v, PGD_WIRE_R_NFRAMES, "wire: message has %zu frames, at most %d (header + %d payload)", n,
               1 + PGD_WIRE_MAX_FRAMES, PGD_WIRE_MAX_FRAMES);
-    else if (check_envelope(&frames[0], &msg->h, &v) == 0 && validate(&msg->h, frames + 1, n - 1, &msg->spec, &v) == 0)
+    else if (check_envelope(&frames[0], &msg->h, &v) == 0 && validate(&msg->h, frames + 1, n - 1, &msg->spec, &msg->shm, &v) == 0)
         point_msg(msg, frames + 1);
     msg->reason = v.reason;
     return v.reason == PGD_WIRE_R_OK ? 0 : -1;
@@ -732,6 +796,16 @@ void pgd_wire_put_spec(void *out, const pgd_wire_job_spec *spec)
     put_u32(p + 8, (uint32_t)spec->level);
     put_u32(p + 12, 0);
     put_u64(p + 16, bits);
+    put_u64(p + 24, 0);
+}
+
+void pgd_wire_put_shmref(void *out, const pgd_wire_shmref *ref)
+{
+    uint8_t *p = out;
+    put_u64(p, ref->offset);
+    put_u64(p + 8, ref->length);
+    put_u32(p + 16, ref->slot);
+    put_u32(p + 20, 0);
     put_u64(p + 24, 0);
 }
 

@@ -1,4 +1,4 @@
-/* wire.h: the pgd wire format, version 1: header layout, message types, encode, validate, decode. */
+/* wire.h: the pgd wire format, version 1 (revision 2): header layout, message types, encode, validate, decode. */
 #ifndef PGD_WIRE_H
 #define PGD_WIRE_H
 
@@ -23,6 +23,10 @@
 #define PGD_WIRE_SPEC_SIZE 32                      /* JOB spec frame */
 #define PGD_WIRE_NAME_MAX 255                      /* HELLO name bytes */
 #define PGD_WIRE_TEXT_MAX 4095                     /* JOB path, JOB_ERROR reason bytes */
+#define PGD_WIRE_SHMREF_SIZE 32                    /* BATCH_SHM: where the pixels lie in the segment */
+#define PGD_WIRE_SEGMENT_MAX 255                   /* BATCH_SHM: the shared-memory object's name */
+#define PGD_WIRE_SHM_ALIGN 64                      /* BATCH_SHM: offsets are multiples of this */
+#define PGD_WIRE_REVISION 2                        /* additions within version 1 (docs/formats.md) */
 
 typedef enum pgd_wire_type {
     PGD_WIRE_HELLO = 1,     /* loader -> sampler: registration, credit = jobs it can hold; frame: name */
@@ -34,8 +38,12 @@ typedef enum pgd_wire_type {
     PGD_WIRE_BATCH = 7,     /* sampler -> trainer: frames pixels, cells, ids, labels */
     PGD_WIRE_CREDIT = 8,    /* trainer -> sampler: credit, patches_per_image wanted; no frames */
     PGD_WIRE_END = 9,       /* sampler -> trainer: the stream is over; no frames */
+    PGD_WIRE_BATCH_SHM = 10, /* sampler -> trainer (revision 2): a BATCH whose pixels lie in shared memory;
+                              * frames shmref, cells, ids, labels, segment */
+    PGD_WIRE_RELEASE = 11,  /* trainer -> sampler (revision 2): BATCH_SHM task_id read, its memory is free
+                             * again; credit = more messages granted (0 allowed); no frames */
 } pgd_wire_type;
-#define PGD_WIRE_TYPE_MAX 9
+#define PGD_WIRE_TYPE_MAX 11
 
 /* BATCH flags: exactly one phase flag, plus the optional markers. Other types take no flags. */
 #define PGD_WIRE_FLAG_FILL 0x01u      /* Z-fill sweep, no gradient */
@@ -45,6 +53,9 @@ typedef enum pgd_wire_type {
 #define PGD_WIRE_FLAG_BATCH_END 0x10u /* last message of this image batch */
 #define PGD_WIRE_FLAG_EPOCH_END 0x20u /* last message of this epoch */
 #define PGD_WIRE_PHASE_MASK 0x0Fu
+
+/* CREDIT flags (revision 2). */
+#define PGD_WIRE_CREDIT_SHM 0x01u /* the consumer reads BATCH_SHM (it runs on the sampler's host) */
 
 /* JOB spec geometry. */
 #define PGD_WIRE_GEOM_FIT 1u
@@ -69,6 +80,7 @@ typedef enum pgd_wire_reason {
     PGD_WIRE_R_CELL,      /* cell outside the grid */
     PGD_WIRE_R_ID,        /* malformed image id slot */
     PGD_WIRE_R_LABEL,     /* label below -1 */
+    PGD_WIRE_R_SHMREF,    /* bad BATCH_SHM shmref frame (reserved bytes, alignment, length) */
     PGD_WIRE_R_MAX
 } pgd_wire_reason;
 
@@ -112,6 +124,13 @@ typedef struct pgd_wire_job_spec {
     double mpp;        /* native with level -1: microns per pixel (finite, > 0); otherwise 0 */
 } pgd_wire_job_spec;
 
+/* The parsed BATCH_SHM shmref frame (32 bytes on the wire, reserved fields 0). */
+typedef struct pgd_wire_shmref {
+    uint64_t offset; /* bytes from the start of the segment; a multiple of PGD_WIRE_SHM_ALIGN */
+    uint64_t length; /* the pixels' bytes: n_images x ppi x p x p x c, as a BATCH pixels frame */
+    uint32_t slot;   /* the sender's slot number (for logs) */
+} pgd_wire_shmref;
+
 /* A decoded message. Every pointer points into the frames given to pgd_wire_decode (no copies): it is
  * valid as long as they are. Fields a type does not carry are NULL / 0. Payload arrays are unaligned
  * little-endian bytes: read them with the accessors below. */
@@ -124,9 +143,10 @@ typedef struct pgd_wire_msg {
     size_t n_cells;          /* n_images x patches_per_image */
     const uint8_t *ids;      /* BATCH: n_images x 64-byte slots */
     const uint8_t *labels;   /* BATCH: n_images x i32 */
-    const char *text;        /* HELLO name, JOB path, JOB_ERROR reason: NOT NUL-terminated */
+    const char *text;        /* HELLO name, JOB path, JOB_ERROR reason, BATCH_SHM segment: NOT NUL-terminated */
     size_t text_len;
     pgd_wire_job_spec spec;  /* JOB */
+    pgd_wire_shmref shm;     /* BATCH_SHM (pixels is then NULL: they lie in the segment) */
 } pgd_wire_msg;
 
 /* "HELLO", "BATCH", ...; "UNKNOWN" for anything else. */
@@ -180,6 +200,8 @@ void pgd_wire_put_label(void *labels, size_t i, int32_t label);
 int pgd_wire_put_id(void *ids, size_t i, const char *id, pgd_err *err);
 /* Write the 32-byte JOB spec frame (reserved fields 0). Its rules are checked by pgd_wire_encode. */
 void pgd_wire_put_spec(void *out, const pgd_wire_job_spec *spec);
+/* Write the 32-byte BATCH_SHM shmref frame (reserved fields 0). Checked by pgd_wire_encode. */
+void pgd_wire_put_shmref(void *out, const pgd_wire_shmref *ref);
 
 /* Bad-message bookkeeping for receivers: count every rejected message, log each reason once. */
 typedef struct pgd_wire_stats {

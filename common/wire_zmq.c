@@ -1,10 +1,13 @@
-/* wire_zmq.c: pgd wire messages over ZeroMQ: multipart send, whole-message receive with validation. */
+/* wire_zmq.c: pgd wire messages over ZeroMQ: multipart send, whole-message receive with validation, CURVE keys. */
 #include "wire_zmq.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -222,4 +225,103 @@ void pgd_wire_keep_pages(void)
     (void)mallopt(M_MMAP_MAX, 0);
     (void)mallopt(M_TRIM_THRESHOLD, INT_MAX);
 #endif
+}
+
+/* --- CURVE ---------------------------------------------------------------------------------------- */
+
+static int need_curve(pgd_err *err)
+{
+    if (!zmq_has("curve"))
+        return pgd_fail(err, PGD_EINVAL, "this libzmq was built without CURVE (zmq_has(\"curve\") is 0): rebuild "
+                        "it with libsodium, or use ipc:// / loopback endpoints without keys");
+    return 0;
+}
+
+int pgd_wire_curve_read(const char *path, char key[PGD_WIRE_CURVE_KEY + 1], pgd_err *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return pgd_fail_errno(err, PGD_EINVAL, "key file %s", path);
+    char line[256];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        size_t n = strcspn(line, "\r\n");
+        line[n] = '\0';
+        if (n == 0 || line[0] == '#')
+            continue;
+        found = 1;
+        uint8_t raw[32];
+        if (n != PGD_WIRE_CURVE_KEY || !zmq_z85_decode(raw, line)) {
+            fclose(f);
+            return pgd_fail(err, PGD_EINVAL, "key file %s: expected a key of %d Z85 characters", path,
+                            PGD_WIRE_CURVE_KEY);
+        }
+        memcpy(key, line, PGD_WIRE_CURVE_KEY + 1);
+    }
+    fclose(f);
+    return found ? 0 : pgd_fail(err, PGD_EINVAL, "key file %s: no key in it", path);
+}
+
+static int write_key(const char *path, const char *key, mode_t mode, const char *what, pgd_err *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0)
+        return pgd_fail_errno(err, PGD_EIO, "create %s", path);
+    char text[128];
+    int n = snprintf(text, sizeof text, "# pgd CURVE %s key\n%s\n", what, key);
+    int ok = n > 0 && write(fd, text, (size_t)n) == n;
+    if (close(fd) != 0 || !ok)
+        return pgd_fail_errno(err, PGD_EIO, "write %s", path);
+    return 0;
+}
+
+int pgd_wire_curve_keygen(const char *prefix, pgd_err *err)
+{
+    if (need_curve(err) != 0)
+        return -1;
+    char pub[PGD_WIRE_CURVE_KEY + 1], sec[PGD_WIRE_CURVE_KEY + 1], path[4096];
+    if (zmq_curve_keypair(pub, sec) != 0)
+        return pgd_fail_errno(err, PGD_EIO, "zmq_curve_keypair");
+    snprintf(path, sizeof path, "%s.key", prefix);
+    if (write_key(path, sec, 0600, "secret", err) != 0)
+        return -1;
+    snprintf(path, sizeof path, "%s.pub", prefix);
+    return write_key(path, pub, 0644, "public", err);
+}
+
+static int set_key(void *sock, int opt, const char *key, const char *name, pgd_err *err)
+{
+    if (zmq_setsockopt(sock, opt, key, PGD_WIRE_CURVE_KEY) != 0)
+        return pgd_fail_errno(err, PGD_EIO, "zmq_setsockopt %s", name);
+    return 0;
+}
+
+int pgd_wire_curve_server(void *sock, const char *secret_file, pgd_err *err)
+{
+    char sec[PGD_WIRE_CURVE_KEY + 1];
+    int one = 1;
+    if (need_curve(err) != 0 || pgd_wire_curve_read(secret_file, sec, err) != 0)
+        return -1;
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one) != 0)
+        return pgd_fail_errno(err, PGD_EIO, "zmq_setsockopt CURVE_SERVER");
+    return set_key(sock, ZMQ_CURVE_SECRETKEY, sec, "CURVE_SECRETKEY", err);
+}
+
+int pgd_wire_curve_client(void *sock, const char *server_public_file, const char *client_secret_file, pgd_err *err)
+{
+    char server[PGD_WIRE_CURVE_KEY + 1], pub[PGD_WIRE_CURVE_KEY + 1], sec[PGD_WIRE_CURVE_KEY + 1];
+    if (need_curve(err) != 0 || pgd_wire_curve_read(server_public_file, server, err) != 0)
+        return -1;
+    if (client_secret_file) {
+        if (pgd_wire_curve_read(client_secret_file, sec, err) != 0)
+            return -1;
+        if (zmq_curve_public(pub, sec) != 0)
+            return pgd_fail(err, PGD_EINVAL, "key file %s: not a secret key", client_secret_file);
+    } else if (zmq_curve_keypair(pub, sec) != 0) {
+        return pgd_fail_errno(err, PGD_EIO, "zmq_curve_keypair");
+    }
+    if (set_key(sock, ZMQ_CURVE_SERVERKEY, server, "CURVE_SERVERKEY", err) != 0 ||
+        set_key(sock, ZMQ_CURVE_PUBLICKEY, pub, "CURVE_PUBLICKEY", err) != 0)
+        return -1;
+    return set_key(sock, ZMQ_CURVE_SECRETKEY, sec, "CURVE_SECRETKEY", err);
 }

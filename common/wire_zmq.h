@@ -65,4 +65,24 @@ pgd_wire_frame pgd_wire_rx_routing_id(const pgd_wire_rx *rx);
 /* Release the frames rx holds. Safe to call twice, and on a zeroed rx. */
 void pgd_wire_rx_close(pgd_wire_rx *rx);
 
+/* ZeroMQ CURVE (encryption and server authentication, for links to other hosts). A key file holds one key
+ * as the 40 Z85 characters zmq_curve_keypair gives, on its first line that is not empty or a '#' comment. */
+#define PGD_WIRE_CURVE_KEY 40
+
+/* Read a key file into key (41 bytes, NUL-terminated); checks the 40 characters decode as Z85. 0, or -1
+ * (PGD_EINVAL naming the file: missing, unreadable, not a key). */
+int pgd_wire_curve_read(const char *path, char key[PGD_WIRE_CURVE_KEY + 1], pgd_err *err);
+
+/* Write a new key pair: PREFIX.key (the secret key, mode 0600) and PREFIX.pub (the public key, mode 0644),
+ * refusing to overwrite. 0, or -1 (PGD_EINVAL when libzmq lacks CURVE, PGD_EIO for the files). */
+int pgd_wire_curve_keygen(const char *prefix, pgd_err *err);
+
+/* Make sock a CURVE server with the secret key in secret_file (its public key is derived). Before bind.
+ * Fails with PGD_EINVAL and a clear message when libzmq was built without CURVE. */
+int pgd_wire_curve_server(void *sock, const char *secret_file, pgd_err *err);
+
+/* Make sock a CURVE client of the server whose public key is in server_public_file, with the key pair of
+ * client_secret_file, or a fresh one when that is NULL. Before connect. */
+int pgd_wire_curve_client(void *sock, const char *server_public_file, const char *client_secret_file, pgd_err *err);
+
 #endif

@@ -32,6 +32,15 @@ static const pgd_cfg_opt opts[] = {
      "ZeroMQ send and receive high-water marks, in messages", 0},
     {"linger_ms", PGD_CFG_INT, offsetof(pgd_serve_opts, linger_ms), "2000", 0, 600000, NULL,
      "at exit, how long unsent replies may take to leave", 0},
+    {"cache_mb", PGD_CFG_INT, offsetof(pgd_serve_opts, cache_mb), "512", 0, 1048576, NULL,
+     "open slides kept for later jobs (fitted images included) within this many MB, least recently used closed first",
+     0},
+    {"cache_slides", PGD_CFG_INT, offsetof(pgd_serve_opts, cache_slides), "16", 1, 4096, NULL,
+     "and at most this many open slides", 0},
+    {"curve_server_key", PGD_CFG_STRING, offsetof(pgd_serve_opts, curve_server_key), NULL, 0, 0, NULL,
+     "file with the sampler's CURVE public key: the link is encrypted and the sampler authenticated", 0},
+    {"curve_secret_file", PGD_CFG_STRING, offsetof(pgd_serve_opts, curve_secret_file), NULL, 0, 0, NULL,
+     "file with this loader's CURVE secret key (default: a fresh key pair)", 0},
     {NULL},
 };
 
@@ -90,10 +99,11 @@ static void summary(const pgd_serve *s)
 {
     const char *why = s->fatal ? "socket failure" : s->stop ? "STOP" : "signal";
     pgd_info("exiting (%s): jobs ok %llu, failed %llu, unanswered %llu; %llu patches, %.1f MP decoded; "
-             "%llu bad messages dropped",
+             "%llu bad messages dropped; slides opened %llu, reused %llu, closed for room %llu",
              why, (unsigned long long)s->n.jobs_ok, (unsigned long long)s->n.jobs_failed,
              (unsigned long long)s->n.jobs_dropped, (unsigned long long)s->n.patches, s->n.megapixels,
-             (unsigned long long)s->bad.rejected);
+             (unsigned long long)s->bad.rejected, (unsigned long long)s->n.slide_opens,
+             (unsigned long long)s->n.slide_hits, (unsigned long long)s->n.slide_evictions);
     pgd_wire_stats_log(&s->bad);
 }
 

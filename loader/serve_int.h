@@ -20,6 +20,10 @@ typedef struct pgd_serve_opts {
     int64_t chunk;        /* patches decoded between looks at the clock and the socket */
     int64_t hwm;          /* send and receive high-water marks, in messages */
     int64_t linger_ms;    /* how long closing waits for unsent replies */
+    int64_t cache_mb;     /* open slides kept (least recently used closed first) within this many MB */
+    int64_t cache_slides; /* and at most this many */
+    char *curve_server_key;  /* the sampler's public key file: CURVE on the link, or NULL */
+    char *curve_secret_file; /* this loader's secret key file, or NULL for a fresh key pair */
 } pgd_serve_opts;
 
 typedef struct pgd_serve_counts {
@@ -27,7 +31,18 @@ typedef struct pgd_serve_counts {
     uint64_t patches;                            /* patches sent */
     double megapixels;                           /* pixels of the patches sent, in millions */
     uint64_t hellos, heartbeats;
+    uint64_t slide_opens, slide_hits, slide_evictions;
 } pgd_serve_counts;
+
+/* One open slide of the cache. */
+typedef struct pgd_serve_slide {
+    pgd_patcher *patcher;
+    char *path;
+    pgd_geom_spec spec;
+    uint64_t file[4]; /* device, inode, size, mtime (ns) at open: a file replaced since is reopened */
+    uint64_t bytes;   /* what it may hold in memory: the fitted image for "fit", an allowance for "native" */
+    uint64_t last_use;
+} pgd_serve_slide;
 
 typedef struct pgd_serve {
     pgd_serve_opts o;
@@ -42,11 +57,11 @@ typedef struct pgd_serve {
      * themselves, so a slot never moves) */
     pgd_wire_rx *inbox;
     size_t inbox_cap, inbox_head, inbox_n;
-    /* the slide of the last job, kept open for the next one */
+    /* slides kept open for later jobs, and the one of the job in hand (one of them) */
+    pgd_serve_slide *slides;
+    size_t nslides;
+    uint64_t use_clock; /* grows with every use: the least recently used slide has the smallest last_use */
     pgd_patcher *patcher;
-    char *patcher_path;
-    pgd_geom_spec patcher_spec;
-    uint64_t patcher_file[4]; /* device, inode, size, mtime (ns) at open: a file replaced since is reopened */
     /* monotonic clock, ms */
     int64_t last_tx; /* last message sent */
     int64_t last_rx; /* last message received */
@@ -75,7 +90,7 @@ int pgd_serve_send_reply(pgd_serve *s, const pgd_wire_header *h, const pgd_wire_
 
 /* serve_job.c: serve the JOB in rx and answer it. -1: fatal. */
 int pgd_serve_job(pgd_serve *s, const pgd_wire_rx *rx);
-/* Close the slide kept open for the next job. */
+/* Close every slide kept open. */
 void pgd_serve_drop_slide(pgd_serve *s);
 /* Write text as a JOB_ERROR reason into out (cap >= 2): invalid UTF-8 bytes and control characters become
  * '?', cut to fit on a character boundary. Returns the length (>= 1). */

@@ -1,5 +1,5 @@
-/* serve_job.c: one decode job of the loader process: check it, open (or reuse) the slide, decode the cells
- * in chunks with heartbeats in between, answer PATCHES or JOB_ERROR. */
+/* serve_job.c: one decode job of the loader process: check it, open the slide (or reuse it from the cache of
+ * open slides), decode the cells in chunks with heartbeats in between, answer PATCHES or JOB_ERROR. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,13 +56,6 @@ static int same_spec(const pgd_geom_spec *a, const pgd_geom_spec *b)
            a->level == b->level && a->mpp == b->mpp;
 }
 
-static void drop_patcher(pgd_serve *s)
-{
-    pgd_patcher_close(&s->patcher);
-    free(s->patcher_path);
-    s->patcher_path = NULL;
-}
-
 /* What identifies the file at path now (all 0 when stat fails: then it never matches an open slide). */
 static void file_identity(const char *path, uint64_t id[4])
 {
@@ -76,30 +69,86 @@ static void file_identity(const char *path, uint64_t id[4])
     }
 }
 
-/* Make s->patcher the slide at path under spec: the open one when path, spec and file are the same (a
- * slide rewritten or replaced on disk since it was opened is opened again), else a new one. */
+/* What an open slide may hold in memory: the fitted S x S RGB image for "fit" (made on its first read);
+ * for "native" an allowance of 16 MB for the reader's tiles and caches. */
+static uint64_t slide_bytes(const pgd_geom_spec *spec)
+{
+    return spec->kind == PGD_GEOM_FIT ? (uint64_t)spec->fit_size * spec->fit_size * 3 : (uint64_t)16 << 20;
+}
+
+/* Close cached slide i; the last one takes its place. */
+static void close_slide(pgd_serve *s, size_t i)
+{
+    pgd_serve_slide *e = &s->slides[i];
+    if (s->patcher == e->patcher)
+        s->patcher = NULL;
+    pgd_patcher_close(&e->patcher);
+    free(e->path);
+    s->slides[i] = s->slides[--s->nslides];
+}
+
+/* Close least recently used slides until one of `need` bytes fits within cache_mb and cache_slides. */
+static void make_room(pgd_serve *s, uint64_t need)
+{
+    uint64_t cap = (uint64_t)s->o.cache_mb << 20, held = 0;
+    for (size_t i = 0; i < s->nslides; i++)
+        held += s->slides[i].bytes;
+    while (s->nslides > 0 && (s->nslides >= (size_t)s->o.cache_slides || held + need > cap)) {
+        size_t lru = 0;
+        for (size_t i = 1; i < s->nslides; i++)
+            if (s->slides[i].last_use < s->slides[lru].last_use)
+                lru = i;
+        held -= s->slides[lru].bytes;
+        pgd_debug("closed %s (least recently used) to make room", s->slides[lru].path);
+        close_slide(s, lru);
+        s->n.slide_evictions++;
+    }
+}
+
+/* Make s->patcher the slide at path under spec: an open one when path, spec and file are the same (a slide
+ * rewritten or replaced on disk since it was opened is opened again), else a new one, kept open for later
+ * jobs within cache_mb and cache_slides (the least recently used is closed first). */
 static int use_slide(pgd_serve *s, const char *path, const pgd_geom_spec *spec, pgd_err *err)
 {
     uint64_t id[4];
     file_identity(path, id);
-    if (s->patcher && strcmp(s->patcher_path, path) == 0 && same_spec(&s->patcher_spec, spec) && id[1] != 0 &&
-        memcmp(id, s->patcher_file, sizeof id) == 0)
-        return 0;
-    drop_patcher(s);
+    for (size_t i = 0; i < s->nslides; i++) {
+        pgd_serve_slide *e = &s->slides[i];
+        if (strcmp(e->path, path) != 0 || !same_spec(&e->spec, spec))
+            continue;
+        if (id[1] != 0 && memcmp(id, e->file, sizeof id) == 0) {
+            e->last_use = ++s->use_clock;
+            s->patcher = e->patcher;
+            s->n.slide_hits++;
+            return 0;
+        }
+        close_slide(s, i); /* the file changed since: open it again */
+        break;
+    }
+    s->patcher = NULL;
+    make_room(s, slide_bytes(spec));
+    if (!s->slides && !(s->slides = calloc((size_t)s->o.cache_slides, sizeof *s->slides)))
+        return pgd_fail(err, PGD_ENOMEM, "%s: out of memory", path);
     char *copy = strdup(path);
     if (!copy)
         return pgd_fail(err, PGD_ENOMEM, "%s: out of memory", path);
-    s->patcher = pgd_patcher_open(path, spec, err);
-    if (!s->patcher) {
+    pgd_patcher *p = pgd_patcher_open(path, spec, err);
+    if (!p) {
         free(copy);
         return -1;
     }
-    s->patcher_path = copy;
-    s->patcher_spec = *spec;
-    memcpy(s->patcher_file, id, sizeof id);
-    const pgd_geom *g = pgd_patcher_geom(s->patcher);
-    pgd_debug("opened %s: grid %ux%u of %u px patches, level %d, scale %g", path, g->grid_m, g->grid_n,
-              g->spec.patch_size, g->level, g->scale);
+    pgd_serve_slide *e = &s->slides[s->nslides++];
+    e->patcher = p;
+    e->path = copy;
+    e->spec = *spec;
+    memcpy(e->file, id, sizeof id);
+    e->bytes = slide_bytes(spec);
+    e->last_use = ++s->use_clock;
+    s->patcher = p;
+    s->n.slide_opens++;
+    const pgd_geom *g = pgd_patcher_geom(p);
+    pgd_debug("opened %s: grid %ux%u of %u px patches, level %d, scale %g (%zu slides open)", path, g->grid_m,
+              g->grid_n, g->spec.patch_size, g->level, g->scale, s->nslides);
     return 0;
 }
 
@@ -257,5 +306,9 @@ int pgd_serve_job(pgd_serve *s, const pgd_wire_rx *rx)
 
 void pgd_serve_drop_slide(pgd_serve *s)
 {
-    drop_patcher(s);
+    while (s->nslides > 0)
+        close_slide(s, s->nslides - 1);
+    free(s->slides);
+    s->slides = NULL;
+    s->patcher = NULL;
 }

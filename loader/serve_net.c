@@ -69,6 +69,11 @@ int pgd_serve_open(pgd_serve *s, pgd_err *err)
         set_int(s->sock, ZMQ_SNDHWM, s->o.hwm, "ZMQ_SNDHWM", err) != 0 ||
         set_int(s->sock, ZMQ_RCVHWM, s->o.hwm, "ZMQ_RCVHWM", err) != 0)
         return -1;
+    if (s->o.curve_server_key && pgd_wire_curve_client(s->sock, s->o.curve_server_key, s->o.curve_secret_file, err) != 0) {
+        if (err)
+            err->code = PGD_EINVAL; /* a bad key file is a usage error */
+        return -1;
+    }
     if (zmq_connect(s->sock, s->o.connect) != 0) {
         int e = errno;
         int usage = e == EINVAL || e == EPROTONOSUPPORT || e == ENOCOMPATPROTO || e == ENAMETOOLONG;

@@ -8,6 +8,7 @@
 
 #include "err.h"
 #include "manifest.h"
+#include "sampler/batch_ring.h"
 #include "sampler/sampler.h"
 #include "sampler/schedule.h"
 #include "wire.h"
@@ -28,6 +29,9 @@ typedef struct pgd_sampler_opts {
     char *loaders_endpoint, *consumer_endpoint;
     int64_t heartbeat_ms, heartbeat_timeout_ms, window, loader_wait_ms, hwm;
     char *run_dir;
+    int shm; /* 0 auto (ipc:// consumer endpoints), 1 yes, 2 no */
+    int64_t shm_slots, shm_mb, consumer_timeout_ms;
+    char *curve_secret_file; /* CURVE server key for the loaders' socket, or NULL */
 } pgd_sampler_opts;
 
 enum { SMP_JOB_QUEUED = 0, SMP_JOB_SENT, SMP_JOB_DONE, SMP_JOB_FAILED };
@@ -39,21 +43,30 @@ typedef struct smp_job {
     int state;
 } smp_job;
 
-/* A pixel buffer of the pool. */
+/* A pixel buffer of the pool: from the heap, or a slot of the shared-memory ring. */
 typedef struct smp_buf {
     uint8_t *data;
     size_t cap;
     struct smp_pool *pool;
-    struct smp_buf *next; /* in the idle list */
+    struct smp_buf *next; /* in the idle or free-slot list */
+    int64_t ring_slot;    /* slot index in the ring, -1 for a heap buffer */
+    int at_consumer;      /* ring slot sent as BATCH_SHM and not yet released (main thread only) */
+    uint64_t seq;         /* the BATCH it holds while at_consumer */
 } smp_buf;
 
-/* Buffers given to ZeroMQ come back here from its I/O thread (pgd_sampler_pool_put), hence the lock. */
+/* Buffers given to ZeroMQ come back here from its I/O thread (pgd_sampler_pool_put), hence the lock. With a
+ * ring, messages are assembled in its slots (handed out last-freed first, so the same pages stay warm); a
+ * message larger than a slot falls back to a heap buffer. */
 typedef struct smp_pool {
     pthread_mutex_t mu;
     smp_buf *idle;
     uint32_t nidle, max_idle;
     uint64_t out; /* buffers held by slots or by ZeroMQ */
     int ready;
+    pgd_batch_ring *ring; /* NULL: heap buffers only */
+    smp_buf *ring_bufs;   /* ring->nslots, one per slot */
+    smp_buf *ring_free;   /* free slots */
+    uint32_t nfree;
 } smp_pool;
 
 /* One message of the schedule in flight: its step (arrays copied), its jobs, its pixels. */
@@ -80,7 +93,6 @@ typedef struct smp_loader {
     int64_t last_rx;  /* monotonic ms */
     int alive;
     uint64_t done;    /* results accepted from it */
-    int64_t last_image; /* manifest row of the last JOB sent to it, -1 none: the slide it has open */
 } smp_loader;
 
 typedef struct smp_counts {
@@ -94,6 +106,7 @@ typedef struct pgd_sampler {
     pgd_manifest *man;
     uint32_t *grid_m, *grid_n; /* per image (native), or NULL (fit) */
     uint8_t *failed;           /* per image: decode failed, left out of every message */
+    int32_t *img_loader;       /* per image: the loader its last JOB went to (it has the slide open), -1 none */
     pgd_sched_config scfg;
     pgd_sched *sched;
     uint32_t channels;
@@ -116,10 +129,16 @@ typedef struct pgd_sampler {
     size_t cons_id_len;
     int have_consumer;
     uint64_t cons_credit;
+    int cons_shm;            /* the consumer's CREDIT offered BATCH_SHM and a ring exists */
+    int64_t cons_last_rx;    /* monotonic ms of the consumer's last message (or of the start) */
+    pgd_batch_ring ring;     /* the shared-memory slots, when used */
+    int have_ring;
     int signalled, fatal, complete;
     char reason[1024]; /* why the run failed, for the log */
     pgd_wire_stats bad;
-    int logged_mismatch, logged_unexpected;
+    int logged_mismatch, logged_unexpected, logged_ppi, logged_release;
+    int64_t cons_last_tx;    /* monotonic ms of the last message to the consumer */
+    int64_t cons_wait_since; /* since when the stream waits for the consumer, -1 when it does not */
     smp_counts n;
 } pgd_sampler;
 
@@ -141,6 +160,14 @@ smp_buf *pgd_sampler_pool_get(smp_pool *p, size_t need);
 void pgd_sampler_pool_put(void *data, void *hint);
 /* Free the idle buffers. Call after zmq_ctx_term (every given buffer is back) and after the slots' return. */
 void pgd_sampler_pool_destroy(smp_pool *p);
+/* Use ring's slots for buffers of up to ring->slot_size bytes (ring outlives the pool). */
+int pgd_sampler_pool_use_ring(smp_pool *p, pgd_batch_ring *ring, pgd_err *err);
+/* 1 when pgd_sampler_pool_get can give a buffer of a ring slot now (always 1 without a ring). */
+int pgd_sampler_pool_can_get(smp_pool *p);
+/* The ring slot sent as BATCH_SHM with task id seq, back to the free list: 0, or -1 when none is held. */
+int pgd_sampler_pool_release(smp_pool *p, uint64_t seq);
+/* Every ring slot the consumer holds back to the free list (it is gone or was replaced); returns how many. */
+uint32_t pgd_sampler_pool_reclaim(smp_pool *p);
 
 /* sampler_loaders.c */
 /* Take in one message from the loaders' socket. -1: fatal. */
@@ -163,6 +190,9 @@ void pgd_sampler_fail_image(pgd_sampler *s, uint32_t img);
 int pgd_sampler_emit(pgd_sampler *s);
 /* Take in one message from the consumer's socket. -1: fatal. */
 int pgd_sampler_consumer_rx(pgd_sampler *s);
+/* The consumer's liveness: HEARTBEAT to it when nothing was sent for heartbeat_ms; -1 (s->reason set) when
+ * the stream has waited for it longer than consumer_timeout_ms with no message from it. */
+int pgd_sampler_consumer_liveness(pgd_sampler *s);
 /* Send END (complete) or STOP to the consumer. */
 void pgd_sampler_end_consumer(pgd_sampler *s, int complete);
 

@@ -31,7 +31,6 @@ static int add_loader(pgd_sampler *s, pgd_wire_frame rid)
     memset(l, 0, sizeof *l);
     memcpy(l->id, rid.data, rid.len);
     l->id_len = rid.len;
-    l->last_image = -1;
     return (int)s->nloaders++;
 }
 
@@ -181,20 +180,28 @@ out:
     return rc;
 }
 
-/* The live loader with room for image img: the one whose last job was that image (it has the slide open:
- * for "fit" that saves resampling the whole slide again), else the one with the fewest jobs; -1 when none. */
+#define WAIT_FOR_AFFINE (-2)
+
+/* The loader for a job of image img. Image-affine: the live loader that image's last job went to keeps its
+ * images (it has the slide open, and for "fit" its fitted image: a new loader would resample the whole slide
+ * again), while it has room; when it is full the job waits for it (WAIT_FOR_AFFINE), unless a live loader is
+ * idle. An image without a live loader goes to the live loader with the fewest jobs. -1: no loader has room. */
 static int pick_loader(const pgd_sampler *s, uint32_t img)
 {
-    int best = -1;
+    int pref = s->img_loader[img], best = -1, idle = -1;
     for (uint32_t i = 0; i < s->nloaders; i++) {
         const smp_loader *l = &s->loaders[i];
         if (!l->alive || l->out >= l->credit)
             continue;
-        if (l->last_image == (int64_t)img)
-            return (int)i;
+        if ((int)i == pref)
+            return pref;
+        if (l->out == 0 && idle < 0)
+            idle = (int)i;
         if (best < 0 || l->out < s->loaders[best].out)
             best = (int)i;
     }
+    if (pref >= 0 && (uint32_t)pref < s->nloaders && s->loaders[pref].alive)
+        return idle >= 0 ? idle : best >= 0 ? WAIT_FOR_AFFINE : -1;
     return best;
 }
 
@@ -237,7 +244,7 @@ static int send_job(pgd_sampler *s, int li, smp_slot *sl, uint32_t i, pgd_err *e
     j->state = SMP_JOB_SENT;
     j->loader = li;
     s->loaders[li].out++;
-    s->loaders[li].last_image = sl->images[i];
+    s->img_loader[sl->images[i]] = li;
     s->n.jobs_sent++;
     if (j->attempt > 1)
         s->n.reissued++;
@@ -268,6 +275,8 @@ int pgd_sampler_dispatch(pgd_sampler *s)
             if (sl->jobs[i].state != SMP_JOB_QUEUED)
                 continue;
             int li = pick_loader(s, sl->images[i]);
+            if (li == WAIT_FOR_AFFINE)
+                continue; /* its loader is busy: later jobs may go to others meanwhile */
             if (li < 0)
                 return 0;
             pgd_err e = PGD_ERR_INIT;

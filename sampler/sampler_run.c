@@ -83,7 +83,8 @@ static int round_work(pgd_sampler *s)
 
 static void loop(pgd_sampler *s)
 {
-    s->started_ms = s->last_alive_ms = s->last_hb_ms = pgd_clock_ms();
+    s->started_ms = s->last_alive_ms = s->last_hb_ms = s->cons_last_rx = s->cons_last_tx = pgd_clock_ms();
+    s->cons_wait_since = -1;
     for (;;) {
         int rc = round_work(s);
         if (rc != 0) {
@@ -102,7 +103,8 @@ static void loop(pgd_sampler *s)
             return;
         }
         long t = (long)(s->o.heartbeat_ms / 2 > 0 ? s->o.heartbeat_ms / 2 : 1);
-        if (wait_events(s, t) != 0 || drain(s) != 0 || pgd_sampler_liveness(s) != 0) {
+        if (wait_events(s, t) != 0 || drain(s) != 0 || pgd_sampler_liveness(s) != 0 ||
+            pgd_sampler_consumer_liveness(s) != 0) {
             s->fatal = 1;
             return;
         }
@@ -169,6 +171,17 @@ int pgd_sampler_main(int argc, char **argv)
     pgd_cfg_args a;
     pgd_err err = PGD_ERR_INIT;
     int rc;
+    if (argc >= 2 && strcmp(argv[1], "keygen") == 0) { /* pgd-sampler keygen PREFIX: PREFIX.key, PREFIX.pub */
+        if (argc != 3)
+            return usage_error("usage: pgd-sampler keygen PREFIX (writes PREFIX.key and PREFIX.pub)");
+        if (pgd_wire_curve_keygen(argv[2], &err) != 0) {
+            pgd_log_err(&err);
+            return err.code == PGD_EINVAL ? PGD_EXIT_USAGE : PGD_EXIT_FAIL;
+        }
+        printf("%s.key (secret, for the sampler's curve_secret_file), %s.pub (public, for the loaders' "
+               "curve_server_key)\n", argv[2], argv[2]);
+        return PGD_EXIT_OK;
+    }
     if (pgd_cfg_parse_args(opts, &s.o, argc, argv, &a, &err) != 0)
         rc = usage_error("%s", err.msg);
     else if (a.help) {

@@ -50,6 +50,16 @@ static const pgd_cfg_opt opts[] = {
      "fail when no loader is alive for this long while work waits", 0},
     {"hwm", PGD_CFG_INT, O(hwm), "1000", 1, 1000000, NULL, "ZeroMQ high-water marks, in messages", 0},
     {"run_dir", PGD_CFG_STRING, O(run_dir), NULL, 0, 0, NULL, "folder for run.conf, errors.tsv, progress.log", 0},
+    {"shm", PGD_CFG_ENUM, O(shm), "auto", 0, 0, "auto|yes|no",
+     "BATCH pixels in shared memory for a consumer on this host (auto: ipc:// consumer endpoints)", 0},
+    {"shm_slots", PGD_CFG_INT, O(shm_slots), "0", 0, 65536, NULL,
+     "BATCH slots in shared memory (0: window + 8); the consumer's held messages and the window share them", 0},
+    {"shm_mb", PGD_CFG_INT, O(shm_mb), "4096", 1, 1048576, NULL, "most MB of shared memory for the slots", 0},
+    {"curve_secret_file", PGD_CFG_STRING, O(curve_secret_file), NULL, 0, 0, NULL,
+     "CURVE secret key file for the loaders' socket (pgd-sampler keygen makes one): encrypted links, and only "
+     "loaders given the matching public key connect", 0},
+    {"consumer_timeout_ms", PGD_CFG_INT, O(consumer_timeout_ms), "60000", 1, 86400000, NULL,
+     "fail when a BATCH is ready and no consumer has been heard from for this long", 0},
     {NULL},
 };
 
@@ -168,6 +178,56 @@ static int run_dir(pgd_sampler *s, pgd_err *err)
     return 0;
 }
 
+/* The largest BATCH pixels any message of the schedule can have: batch_size images x the largest chunk of
+ * any grid (fill: fill_chunk; inner: inner_chunk or k) x p x p x c. 0 when a grid cannot be planned. */
+static uint64_t max_message_bytes(const pgd_sampler *s)
+{
+    const pgd_sched_config *c = &s->scfg;
+    uint64_t ppi = 0;
+    for (uint32_t i = 0; i < (c->grid_m ? c->n_images : 1); i++) {
+        pgd_sched_plan pl;
+        uint32_t m = c->grid_m ? c->grid_m[i] : c->m, n = c->grid_n ? c->grid_n[i] : c->n;
+        if (pgd_sched_plan_grid(c, m, n, &pl, NULL) != 0)
+            return 0;
+        uint64_t fill = c->fill_chunk < pl.cells ? c->fill_chunk : pl.cells;
+        uint64_t inner = c->mode != PGD_SCHED_TRAIN ? 0 : c->inner_chunk && c->inner_chunk < pl.k ? c->inner_chunk : pl.k;
+        ppi = fill > ppi ? fill : ppi;
+        ppi = inner > ppi ? inner : ppi;
+    }
+    uint64_t imgs = c->batch_size < c->n_images ? c->batch_size : c->n_images;
+    return imgs * ppi * (uint64_t)s->o.patch * (uint64_t)s->o.patch * s->channels;
+}
+
+/* The shared-memory slots, when the consumer may read them (shm yes, or auto with an ipc:// endpoint). A
+ * ring that cannot be made is not fatal: BATCH pixels then travel inline. */
+static void make_ring(pgd_sampler *s)
+{
+    if (s->o.shm == 2 || (s->o.shm == 0 && strncmp(s->o.consumer_endpoint, "ipc://", 6) != 0))
+        return;
+    unsigned stale = pgd_batch_ring_reclaim_stale();
+    if (stale)
+        pgd_info("removed %u stale BATCH segment%s of samplers that are gone", stale, stale > 1 ? "s" : "");
+    uint64_t slot = max_message_bytes(s);
+    uint64_t want = s->o.shm_slots ? (uint64_t)s->o.shm_slots : (uint64_t)s->nslots + 8;
+    uint64_t cap = slot ? ((uint64_t)s->o.shm_mb << 20) / slot : 0;
+    uint64_t n = want < cap ? want : cap;
+    if (n < 2) {
+        pgd_warn("shm: a BATCH may take %llu bytes, so 'shm_mb' %lld holds fewer than 2 of them: pixels go inline",
+                 (unsigned long long)slot, (long long)s->o.shm_mb);
+        return;
+    }
+    pgd_err e = PGD_ERR_INIT;
+    if (pgd_batch_ring_create(&s->ring, (uint32_t)n, slot, (uint64_t)s->o.run_id, &e) != 0 ||
+        pgd_sampler_pool_use_ring(&s->pool, &s->ring, &e) != 0) {
+        pgd_warn("shm: %s: BATCH pixels go inline", e.msg);
+        pgd_batch_ring_close(&s->ring);
+        return;
+    }
+    s->have_ring = 1;
+    pgd_info("shm: %s, %u slots of %.1f MB for consumers on this host", s->ring.name, s->ring.nslots,
+             (double)s->ring.slot_size / 1e6);
+}
+
 int pgd_sampler_setup(pgd_sampler *s, pgd_err *err)
 {
     s->channels = 3;
@@ -181,10 +241,13 @@ int pgd_sampler_setup(pgd_sampler *s, pgd_err *err)
     if (s->o.run_id == 0)
         s->o.run_id = (int64_t)time(NULL);
     s->failed = calloc(s->man->count, 1);
+    s->img_loader = malloc(s->man->count * sizeof *s->img_loader);
     s->nslots = (uint32_t)s->o.window;
     s->slots = calloc(s->nslots, sizeof *s->slots);
-    if (!s->failed || !s->slots)
+    if (!s->failed || !s->slots || !s->img_loader)
         return pgd_fail(err, PGD_ENOMEM, "sampler state");
+    for (size_t i = 0; i < s->man->count; i++)
+        s->img_loader[i] = -1;
     /* idle buffers: enough for the window and the messages ZeroMQ still holds for the consumer */
     if (pgd_sampler_pool_init(&s->pool, s->nslots + 4, err) != 0)
         return -1;
@@ -192,7 +255,10 @@ int pgd_sampler_setup(pgd_sampler *s, pgd_err *err)
         return -1;
     if (s->o.geometry == 1 && native_grids(s, err) != 0)
         return -1;
-    return sched_config(s, err);
+    if (sched_config(s, err) != 0)
+        return -1;
+    make_ring(s);
+    return 0;
 }
 
 static int setopt(void *sock, int opt, int v, const char *name, pgd_err *err)
@@ -202,7 +268,16 @@ static int setopt(void *sock, int opt, int v, const char *name, pgd_err *err)
     return 0;
 }
 
-static void *bind_router(pgd_sampler *s, const char *endpoint, const char *key, pgd_err *err)
+/* A tcp endpoint that is not on the loopback interface. */
+static int tcp_beyond_loopback(const char *endpoint)
+{
+    if (strncmp(endpoint, "tcp://", 6) != 0)
+        return 0;
+    const char *host = endpoint + 6;
+    return strncmp(host, "127.", 4) != 0 && strncmp(host, "localhost:", 10) != 0 && strncmp(host, "[::1]:", 6) != 0;
+}
+
+static void *bind_router(pgd_sampler *s, const char *endpoint, const char *key, const char *curve, pgd_err *err)
 {
     void *sock = zmq_socket(s->ctx, ZMQ_ROUTER);
     if (!sock) {
@@ -213,6 +288,15 @@ static void *bind_router(pgd_sampler *s, const char *endpoint, const char *key, 
     if (setopt(sock, ZMQ_ROUTER_MANDATORY, 1, "ROUTER_MANDATORY", err) || setopt(sock, ZMQ_LINGER, 200, "LINGER", err) ||
         setopt(sock, ZMQ_SNDHWM, hwm, "SNDHWM", err) || setopt(sock, ZMQ_RCVHWM, hwm, "RCVHWM", err))
         goto fail;
+    if (curve && pgd_wire_curve_server(sock, curve, err) != 0) {
+        if (err)
+            err->code = PGD_EINVAL;
+        pgd_err_prefix(err, "'curve_secret_file': ");
+        goto fail;
+    }
+    if (!curve && tcp_beyond_loopback(endpoint))
+        pgd_warn("'%s' %s binds beyond the loopback interface without CURVE: anyone who reaches it may connect "
+                 "(set curve_secret_file)", key, endpoint);
     if (zmq_bind(sock, endpoint) != 0) {
         int e = errno;
         pgd_fail_errno(err, e == EINVAL || e == EPROTONOSUPPORT ? PGD_EINVAL : PGD_EIO, "'%s': bind %s", key, endpoint);
@@ -229,10 +313,10 @@ int pgd_sampler_open_net(pgd_sampler *s, pgd_err *err)
     s->ctx = zmq_ctx_new();
     if (!s->ctx)
         return pgd_fail_errno(err, PGD_EIO, "zmq_ctx_new");
-    s->lsock = bind_router(s, s->o.loaders_endpoint, "loaders_endpoint", err);
+    s->lsock = bind_router(s, s->o.loaders_endpoint, "loaders_endpoint", s->o.curve_secret_file, err);
     if (!s->lsock)
         return -1;
-    s->csock = bind_router(s, s->o.consumer_endpoint, "consumer_endpoint", err);
+    s->csock = bind_router(s, s->o.consumer_endpoint, "consumer_endpoint", NULL, err);
     return s->csock ? 0 : -1;
 }
 
@@ -255,6 +339,9 @@ void pgd_sampler_teardown(pgd_sampler *s)
         free(sl->jobs);
     }
     pgd_sampler_pool_destroy(&s->pool);
+    if (s->have_ring)
+        pgd_batch_ring_close(&s->ring);
+    s->have_ring = 0;
     free(s->slots);
     s->slots = NULL;
     free(s->loaders);
@@ -263,6 +350,8 @@ void pgd_sampler_teardown(pgd_sampler *s)
     free(s->grid_m);
     free(s->grid_n);
     free(s->failed);
+    free(s->img_loader);
+    s->img_loader = NULL;
     s->grid_m = s->grid_n = NULL;
     s->failed = NULL;
     if (s->errors)

@@ -65,6 +65,9 @@ static int take_step(pgd_sampler *s, smp_slot *sl, const pgd_sched_step *st, pgd
 int pgd_sampler_fill(pgd_sampler *s, pgd_err *err)
 {
     while (!s->sched_done && s->used < s->nslots) {
+        smp_slot *next = &s->slots[(s->head + s->used) % s->nslots];
+        if (!next->pix && !pgd_sampler_pool_can_get(&s->pool))
+            break; /* every shared-memory slot is taken (the consumer holds the rest): wait for a RELEASE */
         pgd_sched_step st;
         int rc = pgd_sched_next(s->sched, &st, err);
         if (rc < 0)
@@ -73,7 +76,7 @@ int pgd_sampler_fill(pgd_sampler *s, pgd_err *err)
             s->sched_done = 1;
             break;
         }
-        if (take_step(s, &s->slots[(s->head + s->used) % s->nslots], &st, err) != 0)
+        if (take_step(s, next, &st, err) != 0)
             return -1;
         s->used++;
     }
@@ -178,17 +181,39 @@ static int send_head(pgd_sampler *s, smp_slot *sl)
     h.grid_m = sl->st.grid_m;
     h.grid_n = sl->st.grid_n;
     size_t px = (size_t)kept * ppi * patch_bytes(s);
-    pgd_wire_frame f[4] = {{sl->pixels, px},
+    pgd_wire_frame f[5] = {{sl->pixels, px},
                            {sl->cells, (size_t)kept * ppi * PGD_WIRE_CELL_SIZE},
                            {ids, (size_t)kept * PGD_WIRE_ID_SLOT},
-                           {labels, (size_t)kept * PGD_WIRE_LABEL_SIZE}};
+                           {labels, (size_t)kept * PGD_WIRE_LABEL_SIZE},
+                           {NULL, 0}};
     pgd_wire_frame rid = {s->cons_id, s->cons_id_len};
     pgd_err e = PGD_ERR_INIT;
     int given = 0;
-    rc = pgd_wire_send_zc(s->csock, &rid, &h, f, 4, 0, pgd_sampler_pool_put, sl->pix, PGD_WIRE_DONTWAIT, &given, &e);
-    if (given) { /* ZeroMQ sends the pixels from this buffer and gives it back to the pool when done */
-        sl->pix = NULL;
-        sl->pixels = NULL;
+    if (s->cons_shm && sl->pix->ring_slot >= 0) {
+        /* the pixels stay where they were assembled; the consumer reads them there and sends RELEASE */
+        uint8_t ref[PGD_WIRE_SHMREF_SIZE];
+        pgd_wire_shmref sr = {pgd_batch_ring_offset(&s->ring, (uint32_t)sl->pix->ring_slot), px,
+                              (uint32_t)sl->pix->ring_slot};
+        pgd_wire_put_shmref(ref, &sr);
+        f[0].data = ref;
+        f[0].len = sizeof ref;
+        f[4].data = s->ring.name;
+        f[4].len = strlen(s->ring.name);
+        h.type = PGD_WIRE_BATCH_SHM;
+        rc = pgd_wire_send(s->csock, &rid, &h, f, 5, PGD_WIRE_DONTWAIT, &e);
+        if (rc == 0) {
+            sl->pix->at_consumer = 1;
+            sl->pix->seq = sl->seq;
+            sl->pix = NULL;
+            sl->pixels = NULL;
+        }
+    } else {
+        rc = pgd_wire_send_zc(s->csock, &rid, &h, f, 4, 0, pgd_sampler_pool_put, sl->pix, PGD_WIRE_DONTWAIT, &given,
+                              &e);
+        if (given) { /* ZeroMQ sends the pixels from this buffer and gives it back to the pool when done */
+            sl->pix = NULL;
+            sl->pixels = NULL;
+        }
     }
     if (rc != 0) {
         if (!given && e.code == PGD_EBUSY) {
@@ -199,6 +224,8 @@ static int send_head(pgd_sampler *s, smp_slot *sl)
             pgd_warn("consumer gone: %s", e.msg);
             s->have_consumer = 0;
             s->cons_credit = 0;
+            s->cons_shm = 0;
+            pgd_sampler_pool_reclaim(&s->pool); /* what it held is free again */
             rc = 1;
             goto out;
         }
@@ -207,6 +234,7 @@ static int send_head(pgd_sampler *s, smp_slot *sl)
         goto out;
     }
     s->cons_credit--;
+    s->cons_last_tx = pgd_clock_ms();
     s->n.batches++;
     s->n.patches += (uint64_t)kept * ppi;
     s->n.bytes += px;
@@ -257,25 +285,79 @@ int pgd_sampler_consumer_rx(pgd_sampler *s)
     }
     const pgd_wire_header *h = &rx.msg.h;
     pgd_wire_frame rid = pgd_wire_rx_routing_id(&rx);
-    if (h->type == PGD_WIRE_CREDIT || h->type == PGD_WIRE_HEARTBEAT) {
-        if (!s->have_consumer || rid.len != s->cons_id_len || memcmp(rid.data, s->cons_id, rid.len) != 0) {
-            if (rid.len <= sizeof s->cons_id) {
-                memcpy(s->cons_id, rid.data, rid.len);
-                s->cons_id_len = rid.len;
-                if (s->have_consumer)
-                    pgd_info("a new consumer connected: credit starts again");
-                s->have_consumer = 1;
-                s->cons_credit = 0;
+    int known = s->have_consumer && rid.len == s->cons_id_len && memcmp(rid.data, s->cons_id, rid.len) == 0;
+    if (h->type == PGD_WIRE_CREDIT || h->type == PGD_WIRE_HEARTBEAT || h->type == PGD_WIRE_RELEASE) {
+        if (!known && h->type != PGD_WIRE_RELEASE && rid.len <= sizeof s->cons_id) {
+            memcpy(s->cons_id, rid.data, rid.len);
+            s->cons_id_len = rid.len;
+            if (s->have_consumer) {
+                uint32_t n = pgd_sampler_pool_reclaim(&s->pool);
+                pgd_info("a new consumer connected: credit starts again (%u shared-memory slots of the old one freed)",
+                         n);
+            }
+            s->have_consumer = 1;
+            s->cons_credit = 0;
+            s->cons_shm = 0;
+            known = 1;
+        }
+        if (known) {
+            s->cons_last_rx = pgd_clock_ms();
+            if (h->type == PGD_WIRE_CREDIT) {
+                s->cons_credit += h->credit;
+                s->cons_shm = (h->flags & PGD_WIRE_CREDIT_SHM) && s->have_ring;
+                if (h->patches_per_image && !s->logged_ppi++)
+                    pgd_info("the consumer asks for at most %u patches per image per BATCH: not honoured, the "
+                             "schedule's fill_chunk and inner_chunk decide (docs/sampler.md)", h->patches_per_image);
+            }
+            if (h->type == PGD_WIRE_RELEASE) {
+                s->cons_credit += h->credit;
+                if (pgd_sampler_pool_release(&s->pool, h->task_id) != 0 && !s->logged_release++)
+                    pgd_warn("RELEASE of BATCH %llu, which the consumer does not hold: ignored",
+                             (unsigned long long)h->task_id);
             }
         }
-        if (h->type == PGD_WIRE_CREDIT)
-            s->cons_credit += h->credit;
     } else {
         s->n.unexpected++;
         if (!s->logged_unexpected++)
             pgd_warn("unexpected %s message from the consumer, dropped", pgd_wire_type_name(h->type));
     }
     pgd_wire_rx_close(&rx);
+    return 0;
+}
+
+/* Is the stream held up by the consumer: a BATCH ready without credit (or without a consumer), or every
+ * shared-memory slot lent to it? */
+static int waiting_for_consumer(pgd_sampler *s)
+{
+    if (s->used > 0 && s->slots[s->head].pending == 0 && (!s->have_consumer || s->cons_credit == 0))
+        return 1;
+    return !s->sched_done && s->used < s->nslots && !s->slots[(s->head + s->used) % s->nslots].pix &&
+           !pgd_sampler_pool_can_get(&s->pool);
+}
+
+int pgd_sampler_consumer_liveness(pgd_sampler *s)
+{
+    int64_t now = pgd_clock_ms();
+    if (!waiting_for_consumer(s))
+        s->cons_wait_since = -1;
+    else if (s->cons_wait_since < 0)
+        s->cons_wait_since = now;
+    /* the consumer's last sign of life, or the moment the wait began when that is later */
+    int64_t since = s->cons_last_rx > s->cons_wait_since ? s->cons_last_rx : s->cons_wait_since;
+    if (s->cons_wait_since >= 0 && now - since > s->o.consumer_timeout_ms) {
+        snprintf(s->reason, sizeof s->reason, "%s for %lld ms while BATCH messages wait (consumer_endpoint %s)",
+                 !s->have_consumer ? "no consumer connected" : "the consumer was silent",
+                 (long long)(now - since), s->o.consumer_endpoint);
+        return -1;
+    }
+    if (s->have_consumer && now - s->cons_last_tx >= s->o.heartbeat_ms) {
+        pgd_wire_header h;
+        pgd_wire_header_init(&h, PGD_WIRE_HEARTBEAT);
+        h.run_id = (uint64_t)s->o.run_id;
+        pgd_wire_frame rid = {s->cons_id, s->cons_id_len};
+        pgd_wire_send(s->csock, &rid, &h, NULL, 0, PGD_WIRE_DONTWAIT, NULL); /* best effort */
+        s->cons_last_tx = now;
+    }
     return 0;
 }
 

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "crc32c.h"
 #include "log.h"
+#include "sampler/batch_rx.h"
 #include "sigpipe.h"
 #include "wire.h"
 #include "wire_zmq.h"
@@ -21,7 +22,7 @@
 typedef struct sink_opts {
     char *connect;
     int64_t credit, delay_ms, idle_ms, hwm;
-    int digest;
+    int digest, shm;
 } sink_opts;
 
 static const pgd_cfg_opt opts[] = {
@@ -34,44 +35,32 @@ static const pgd_cfg_opt opts[] = {
     {"idle_ms", PGD_CFG_INT, offsetof(sink_opts, idle_ms), "60000", 1, 86400000, NULL,
      "give up after this long without a message", 0},
     {"hwm", PGD_CFG_INT, offsetof(sink_opts, hwm), "1000", 1, 1000000, NULL, "ZeroMQ high-water marks", 0},
+    {"shm", PGD_CFG_ENUM, offsetof(sink_opts, shm), "auto", 0, 0, "auto|yes|no",
+     "read BATCH pixels from the sampler's shared memory (auto: ipc:// endpoints; same host only)", 0},
     {NULL},
 };
 
 typedef struct sink {
     sink_opts o;
-    void *ctx, *sock;
+    pgd_batch_rx *rx;
     int sigfd;
     int have_seq;
     uint64_t last_seq;
-    uint64_t batches, patches, bytes, gaps, order_errors, unexpected, total;
-    int ended, stopped, signalled;
+    uint64_t batches, patches, bytes, gaps, order_errors, total, shm_batches;
+    int ended, stopped, signalled, failed;
     double t0, t1;
-    pgd_wire_stats bad;
 } sink;
 
-static int send_credit(sink *k, uint32_t n, pgd_err *err)
+static int open_rx(sink *k, pgd_err *err)
 {
-    pgd_wire_header h;
-    pgd_wire_header_init(&h, PGD_WIRE_CREDIT);
-    h.credit = n;
-    return pgd_wire_send(k->sock, NULL, &h, NULL, 0, 0, err);
-}
-
-static int open_sock(sink *k, pgd_err *err)
-{
-    k->ctx = zmq_ctx_new();
-    if (!k->ctx)
-        return pgd_fail_errno(err, PGD_EIO, "zmq_ctx_new");
-    k->sock = zmq_socket(k->ctx, ZMQ_DEALER);
-    if (!k->sock)
-        return pgd_fail_errno(err, PGD_EIO, "zmq_socket DEALER");
-    int zero = 0, hwm = (int)k->o.hwm;
-    if (zmq_setsockopt(k->sock, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
-        zmq_setsockopt(k->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0)
-        return pgd_fail_errno(err, PGD_EIO, "zmq_setsockopt");
-    if (zmq_connect(k->sock, k->o.connect) != 0)
-        return pgd_fail_errno(err, PGD_EINVAL, "'connect': %s", k->o.connect);
-    return send_credit(k, (uint32_t)k->o.credit, err);
+    pgd_batch_rx_opts o;
+    pgd_batch_rx_opts_init(&o);
+    o.endpoint = k->o.connect;
+    o.credit = (uint32_t)k->o.credit;
+    o.hwm = (int)k->o.hwm;
+    o.shm = k->o.shm == 0 ? PGD_BATCH_RX_SHM_AUTO : k->o.shm == 1 ? PGD_BATCH_RX_SHM_YES : PGD_BATCH_RX_SHM_NO;
+    k->rx = pgd_batch_rx_open(&o, err);
+    return k->rx ? 0 : -1;
 }
 
 static void on_batch(sink *k, const pgd_wire_msg *m)
@@ -91,6 +80,7 @@ static void on_batch(sink *k, const pgd_wire_msg *m)
     k->batches++;
     k->patches += (uint64_t)h->n_images * h->patches_per_image;
     k->bytes += m->pixels_len;
+    k->shm_batches += h->type == PGD_WIRE_BATCH_SHM;
     if (k->o.digest) {
         uint32_t crc = pgd_crc32c(0, m->pixels, m->pixels_len);
         crc = pgd_crc32c(crc, m->cells, m->n_cells * PGD_WIRE_CELL_SIZE);
@@ -101,61 +91,45 @@ static void on_batch(sink *k, const pgd_wire_msg *m)
     }
 }
 
-/* Take one message. 1 when the stream is over, -1 on a socket failure. */
+/* Take what is waiting. 1 when the stream is over, -1 on a failure, 2 when nothing is waiting. */
 static int take(sink *k)
 {
-    pgd_wire_rx rx;
-    memset(&rx, 0, sizeof rx);
+    pgd_batch_view v;
     pgd_err e = PGD_ERR_INIT;
-    int rc = 0;
-    if (pgd_wire_recv(k->sock, &rx, 0, PGD_WIRE_DONTWAIT, &e) != 0) {
-        if (e.code == PGD_EIO) {
-            pgd_log_err(&e);
-            rc = -1;
-        } else if (e.code != PGD_EBUSY)
-            pgd_wire_stats_reject(&k->bad, rx.msg.reason, &e);
-        else
-            rc = 2;
-        goto out;
-    }
-    switch (rx.msg.h.type) {
-    case PGD_WIRE_BATCH:
-        on_batch(k, &rx.msg);
+    int st = pgd_batch_rx_next(k->rx, &v, 0, &e);
+    switch (st) {
+    case PGD_BATCH_RX_BATCH:
+        on_batch(k, &v.msg);
         if (k->o.delay_ms > 0) {
             struct timespec ts = {k->o.delay_ms / 1000, (long)(k->o.delay_ms % 1000) * 1000000L};
             while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
                 ;
         }
-        if (send_credit(k, 1, &e) != 0) {
-            pgd_log_err(&e);
-            rc = -1;
-        }
-        break;
-    case PGD_WIRE_END:
+        if (pgd_batch_rx_release(k->rx, &v, 1, &e) != 0)
+            break;
+        return 0;
+    case PGD_BATCH_RX_END:
         k->ended = 1;
-        k->total = rx.msg.h.task_id;
-        rc = 1;
-        break;
-    case PGD_WIRE_STOP:
+        k->total = pgd_batch_rx_end_task(k->rx);
+        return 1;
+    case PGD_BATCH_RX_STOP:
         k->stopped = 1;
-        rc = 1;
-        break;
-    case PGD_WIRE_HEARTBEAT:
-        break;
+        return 1;
+    case PGD_BATCH_RX_NONE:
+        return 2;
     default:
-        if (!k->unexpected++)
-            pgd_warn("unexpected %s message, dropped", pgd_wire_type_name(rx.msg.h.type));
+        break;
     }
-out:
-    pgd_wire_rx_close(&rx);
-    return rc;
+    pgd_log_err(&e);
+    k->failed = 1;
+    return -1;
 }
 
 static void run(sink *k)
 {
     double last = pgd_clock_s();
     for (;;) {
-        zmq_pollitem_t it[2] = {{k->sock, 0, ZMQ_POLLIN, 0}, {NULL, k->sigfd, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t it[2] = {{pgd_batch_rx_socket(k->rx), 0, ZMQ_POLLIN, 0}, {NULL, k->sigfd, ZMQ_POLLIN, 0}};
         if (zmq_poll(it, 2, 100) < 0 && errno != EINTR) {
             pgd_error("zmq_poll: %s", zmq_strerror(errno));
             return;
@@ -184,12 +158,13 @@ static void summary(sink *k)
     if (k->ended)
         k->gaps += k->total - (k->have_seq ? k->last_seq + 1 : 0);
     printf("# sink: %s; %llu BATCH messages, %llu patches, %.1f MB in %.3f s: %.0f patches/s, %.1f MB/s; "
-           "skipped %llu, out of order %llu, bad %llu, unexpected %llu\n",
+           "skipped %llu, out of order %llu, bad %llu, unexpected %llu; in shared memory %llu\n",
            k->ended ? "END" : k->stopped ? "STOP" : k->signalled ? "signal" : "no END", (unsigned long long)k->batches,
            (unsigned long long)k->patches, (double)k->bytes / 1e6, secs, ps, mbs, (unsigned long long)k->gaps,
-           (unsigned long long)k->order_errors, (unsigned long long)k->bad.rejected, (unsigned long long)k->unexpected);
+           (unsigned long long)k->order_errors, (unsigned long long)pgd_batch_rx_bad(k->rx)->rejected,
+           (unsigned long long)pgd_batch_rx_unexpected(k->rx), (unsigned long long)k->shm_batches);
     fflush(stdout);
-    pgd_wire_stats_log(&k->bad);
+    pgd_wire_stats_log(pgd_batch_rx_bad(k->rx));
 }
 
 int pgd_sink_main(int argc, char **argv)
@@ -213,7 +188,7 @@ int pgd_sink_main(int argc, char **argv)
         fputs("Exit status: 0 END reached and every message valid and in order, 1 otherwise, 2 bad arguments.\n",
               stdout);
         rc = PGD_EXIT_OK;
-    } else if (open_sock(&k, &err) != 0) {
+    } else if (open_rx(&k, &err) != 0) {
         pgd_log_err(&err);
         rc = err.code == PGD_EINVAL ? PGD_EXIT_USAGE : PGD_EXIT_FAIL;
     } else if (pgd_sigpipe_install("sink", &k.sigfd, &err) != 0) {
@@ -222,12 +197,12 @@ int pgd_sink_main(int argc, char **argv)
         run(&k);
         pgd_sigpipe_restore();
         summary(&k);
-        rc = k.ended && !k.order_errors && !k.bad.rejected && !k.unexpected ? PGD_EXIT_OK : PGD_EXIT_FAIL;
+        rc = k.ended && !k.failed && !k.order_errors && !pgd_batch_rx_bad(k.rx)->rejected &&
+                     !pgd_batch_rx_unexpected(k.rx)
+                 ? PGD_EXIT_OK
+                 : PGD_EXIT_FAIL;
     }
-    if (k.sock)
-        zmq_close(k.sock);
-    while (k.ctx && zmq_ctx_term(k.ctx) != 0 && errno == EINTR)
-        ;
+    pgd_batch_rx_close(&k.rx);
     pgd_cfg_args_free(&a);
     pgd_cfg_free(opts, &k.o);
     return rc;

@@ -81,6 +81,40 @@ wait "$kp"; rc=$?
 grep -q '^# sink: STOP' "$tmp/x.digest" || fail "sink did not see STOP"
 pids=()
 
+# --- CURVE on a tcp link: a loader with the sampler's public key is served, one with another key never is -----
+"$B/pgd-sampler" keygen "$tmp/good" >/dev/null || fail "keygen"
+"$B/pgd-sampler" keygen "$tmp/other" >/dev/null || fail "keygen (second pair)"
+[ "$(stat -c %a "$tmp/good.key")" = 600 ] || fail "secret key file mode $(stat -c %a "$tmp/good.key")"
+"$B/pgd-sampler" keygen "$tmp/good" >/dev/null 2>&1 && fail "keygen overwrote a key pair"
+port=$((20000 + RANDOM % 20000))
+"$B/pgd-sampler" --manifest "$tmp/s/train.csv" --loaders-endpoint "tcp://127.0.0.1:$port" \
+  --consumer-endpoint "ipc://$tmp/cv.c" --curve-secret-file "$tmp/good.key" --heartbeat-ms 100 \
+  --heartbeat-timeout-ms 1000 --loader-wait-ms 20000 "${train[@]}" 2>"$tmp/cv.sampler.log" &
+sp=$!; pids=("$sp")
+"$B/pgd-loader" serve --connect "tcp://127.0.0.1:$port" --curve-server-key "$tmp/other.pub" --name wrong-key \
+  --heartbeat-ms 100 2>"$tmp/cv.wrong.log" &
+wp=$!; pids+=("$wp")
+"$B/pgd-loader" serve --connect "tcp://127.0.0.1:$port" --name no-key --heartbeat-ms 100 2>"$tmp/cv.plain.log" &
+np=$!; pids+=("$np")
+sleep 0.5 # the two others try first
+"$B/pgd-loader" serve --connect "tcp://127.0.0.1:$port" --curve-server-key "$tmp/good.pub" --name right-key \
+  --heartbeat-ms 100 2>"$tmp/cv.right.log" &
+rp=$!; pids+=("$rp")
+"$B/pgd-sink" --connect "ipc://$tmp/cv.c" --digest --idle-ms 30000 >"$tmp/cv.digest" 2>/dev/null || fail "curve: sink"
+wait "$sp" || { cat "$tmp/cv.sampler.log"; fail "curve: sampler"; }
+diff <(grep -v '^#' "$tmp/t1.digest") <(grep -v '^#' "$tmp/cv.digest") >/dev/null || fail "curve: another stream"
+grep -q "first loader registered: 'right-key'" "$tmp/cv.sampler.log" || fail "curve: the right key was not served"
+grep -q "loaders 1, declared dead 0" "$tmp/cv.sampler.log" || fail "curve: a loader without the key registered"
+for p in "$rp"; do wait "$p" || fail "curve: loader exit"; done
+kill -TERM "$wp" "$np"; wait "$wp"; wait "$np"
+grep -q "jobs ok 0, failed 0" "$tmp/cv.wrong.log" || fail "curve: the wrong key got a job"
+grep -q "jobs ok 0, failed 0" "$tmp/cv.plain.log" || fail "curve: a loader without keys got a job"
+pids=()
+printf 'not a key\n' >"$tmp/bad.key"
+"$B/pgd-sampler" --manifest "$tmp/s/train.csv" --curve-secret-file "$tmp/bad.key" >"$tmp/e" 2>&1; [ $? = 2 ] \
+  || fail "bad key file: expected exit 2"
+grep -q "curve_secret_file" "$tmp/e" || fail "bad key file error does not name the key"
+
 # --- exit codes ---------------------------------------------------------------------------------------------
 "$B/pgd-sampler" --help >"$tmp/help" 2>&1 || fail "--help exit $?"
 grep -q 'heartbeat_timeout_ms' "$tmp/help" || fail "--help lacks heartbeat_timeout_ms"

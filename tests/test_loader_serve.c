@@ -849,6 +849,41 @@ static void test_slide_replaced(void)
     sampler_close(&s);
 }
 
+/* Jobs alternating between two fit slides: with the cache each slide is opened (and resampled) once; with
+ * room for one slide only, every job opens its slide again. The patches are right either way. */
+static void cache_run(const char *tag, const char *slides_opt, unsigned want_opens, const char *want_summary)
+{
+    sampler s;
+    sampler_endpoint(&s, tag);
+    child c;
+    const char *args[] = {"--connect", s.endpoint, "--name", tag, "--cache-slides", slides_opt, NULL};
+    CU_ASSERT_EQUAL_FATAL(loader_start(&c, tag, "debug", args), 0);
+    CU_ASSERT_EQUAL_FATAL(sampler_bind(&s, 0), 0);
+    CU_ASSERT_EQUAL_FATAL(sampler_await_hellos(&s, 1), 0);
+    job jobs[6];
+    for (int i = 0; i < 6; i++)
+        jobs[i] = job_on(&fx.refs[i % 2 ? R_FIT1 : R_FIT0], 10 + (uint64_t)i, 1 + (size_t)i, (uint32_t)i);
+    int answered[6] = {0};
+    CU_ASSERT_EQUAL(run_jobs(&s, 1, jobs, 6, answered), 0);
+    for (int i = 0; i < 6; i++)
+        CU_ASSERT_EQUAL(answered[i], 1);
+    CU_ASSERT_EQUAL(stop_all(&s, &c, 1), 1);
+    char opened[400];
+    snprintf(opened, sizeof opened, "opened %s: grid", fx.panda[0]);
+    CU_ASSERT_EQUAL(log_count(&c, opened), want_opens);
+    snprintf(opened, sizeof opened, "opened %s: grid", fx.panda[1]);
+    CU_ASSERT_EQUAL(log_count(&c, opened), want_opens);
+    CU_ASSERT(log_has(&c, want_summary));
+    sampler_close(&s);
+}
+
+static void test_slide_cache(void)
+{
+    CU_ASSERT_FATAL(fixtures() == 0);
+    cache_run("cache", "16", 1, "slides opened 2, reused 4, closed for room 0");
+    cache_run("nocache", "1", 3, "slides opened 6, reused 0, closed for room 5");
+}
+
 /* 90 jobs over 3 loaders: each answered exactly once, correctly, and every loader took part. */
 static void test_three_loaders(void)
 {
@@ -1339,6 +1374,7 @@ static const pgd_test_case cases[] = {
     {"registration", test_registration},
     {"jobs", test_jobs},
     {"slide_replaced", test_slide_replaced},
+    {"slide_cache", test_slide_cache},
     {"three_loaders", test_three_loaders},
     {"bad_slides", test_bad_slides},
     {"bad_messages", test_bad_messages},

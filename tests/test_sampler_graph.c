@@ -220,13 +220,15 @@ typedef struct run_spec {
     int act_ms;
     int fake;
     int sink_delay; /* ms per BATCH */
+    const char *shm_sampler, *shm_sink; /* --shm of each (NULL: the default, auto: shared memory on ipc://) */
 } run_spec;
 
 typedef struct run_out {
     int sampler_rc, sink_rc;
     char lines[MAX_LINES][LINE_LEN]; /* digest lines by seq ("" when absent) */
     int nlines, max_seq;
-    char sampler_log[600], run_dir[600];
+    char sampler_log[600], run_dir[600], digest[600];
+    int sampler_pid;
 } run_out;
 
 static int read_digests(const char *path, run_out *o)
@@ -276,8 +278,13 @@ static void run_graph(const run_spec *r, run_out *o)
                            "--batch-size", "2", "--epochs", "2", "--sampling", SAMPLING, "--fill-chunk", "32",
                            "--seed", "5", "--loaders-endpoint", lep, "--consumer-endpoint", cep,
                            "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "500", "--loader-wait-ms", "20000",
-                           "--run-dir", o->run_dir, NULL};
+                           "--run-dir", o->run_dir, NULL, NULL, NULL};
+    if (r->shm_sampler) {
+        sargs[sizeof sargs / sizeof *sargs - 3] = "--shm";
+        sargs[sizeof sargs / sizeof *sargs - 2] = r->shm_sampler;
+    }
     pid_t sp = spawn("pgd-sampler", sargs, NULL, o->sampler_log);
+    o->sampler_pid = (int)sp;
     fake fk;
     if (fake_open(&fk, r->fake, lep) != 0)
         CU_FAIL("fake loader");
@@ -294,7 +301,9 @@ static void run_graph(const run_spec *r, run_out *o)
         const char *largs[] = {"serve", "--connect", lep, "--heartbeat-ms", "100", NULL};
         lp[i] = spawn("pgd-loader", largs, NULL, log);
     }
-    const char *kargs[] = {"--connect", cep, "--digest", "--delay-ms", delay, "--idle-ms", "30000", NULL};
+    const char *kargs[] = {"--connect", cep, "--digest", "--delay-ms", delay, "--idle-ms", "30000",
+                           r->shm_sink ? "--shm" : NULL, r->shm_sink, NULL};
+    snprintf(o->digest, sizeof o->digest, "%s", digest);
     pid_t kp = spawn("pgd-sink", kargs, digest, sinklog);
     int64_t t0 = pgd_clock_ms(), stopped_at = -1;
     int acted = 0;
@@ -342,7 +351,7 @@ static int ref_done;
 static const run_out *reference(void)
 {
     if (!ref_done) {
-        run_spec r = {"ref", 1, 0, ACT_NONE, 0, FAKE_NONE, 0};
+        run_spec r = {"ref", 1, 0, ACT_NONE, 0, FAKE_NONE, 0, NULL, NULL};
         run_graph(&r, &ref);
         ref_done = 1;
     }
@@ -427,7 +436,7 @@ static void test_clean_run(void)
     CU_ASSERT_EQUAL(r->max_seq, n - 1);
     /* the first message: epoch 0 batch 0 step 0, a FILL of 2 images x 32 patches */
     CU_ASSERT_EQUAL(strncmp(r->lines[0], "0 0 0 0 0x01 2 32 ", 18), 0);
-    char p[700];
+    char p[1400];
     snprintf(p, sizeof p, "%s/run.conf", r->run_dir);
     CU_ASSERT(file_has(p, "seed = 5"));
     snprintf(p, sizeof p, "%s/progress.log", r->run_dir);
@@ -436,7 +445,7 @@ static void test_clean_run(void)
 
 static void test_three_loaders(void)
 {
-    run_spec r = {"three", 3, 0, ACT_NONE, 0, FAKE_NONE, 0};
+    run_spec r = {"three", 3, 0, ACT_NONE, 0, FAKE_NONE, 0, NULL, NULL};
     run_out *o = malloc(sizeof *o);
     run_graph(&r, o);
     assert_same_as_ref(o);
@@ -445,7 +454,7 @@ static void test_three_loaders(void)
 
 static void test_kill_loader(void)
 {
-    run_spec r = {"kill", 3, 0, ACT_KILL, 300, FAKE_NONE, 15};
+    run_spec r = {"kill", 3, 0, ACT_KILL, 600, FAKE_NONE, 30, NULL, NULL};
     run_out *o = malloc(sizeof *o);
     run_graph(&r, o);
     assert_same_as_ref(o);
@@ -456,7 +465,7 @@ static void test_kill_loader(void)
 
 static void test_stop_loader(void)
 {
-    run_spec r = {"stop", 3, 0, ACT_STOP, 300, FAKE_NONE, 30};
+    run_spec r = {"stop", 3, 0, ACT_STOP, 600, FAKE_NONE, 30, NULL, NULL};
     run_out *o = malloc(sizeof *o);
     run_graph(&r, o);
     assert_same_as_ref(o);
@@ -468,7 +477,7 @@ static void test_stop_loader(void)
 static void test_corrupt_slide(void)
 {
     const run_out *ro = reference();
-    run_spec r = {"corrupt", 2, 1, ACT_NONE, 0, FAKE_NONE, 0};
+    run_spec r = {"corrupt", 2, 1, ACT_NONE, 0, FAKE_NONE, 0, NULL, NULL};
     run_out *o = malloc(sizeof *o);
     run_graph(&r, o);
     CU_ASSERT_EQUAL(o->sink_rc, 0);
@@ -501,7 +510,7 @@ static void test_corrupt_slide(void)
 
 static void test_fake_malformed(void)
 {
-    run_spec r = {"malformed", 2, 0, ACT_NONE, 0, FAKE_MALFORMED, 0};
+    run_spec r = {"malformed", 2, 0, ACT_NONE, 0, FAKE_MALFORMED, 0, NULL, NULL};
     run_out *o = malloc(sizeof *o);
     run_graph(&r, o);
     assert_same_as_ref(o);
@@ -513,13 +522,69 @@ static void test_fake_malformed(void)
 
 static void test_fake_silent(void)
 {
-    run_spec r = {"silent", 1, 0, ACT_NONE, 0, FAKE_SILENT, 0};
+    run_spec r = {"silent", 1, 0, ACT_NONE, 0, FAKE_SILENT, 0, NULL, NULL};
     run_out *o = malloc(sizeof *o);
     run_graph(&r, o);
     assert_same_as_ref(o);
     CU_ASSERT(file_has(o->sampler_log, "re-issued)") && !file_has(o->sampler_log, "(0 re-issued)"));
     show_summary(o);
     free(o);
+}
+
+/* The segment a sampler made is gone once it has exited. */
+static int segments_of(int pid)
+{
+    char prefix[64], path[600];
+    snprintf(prefix, sizeof prefix, "pgd-batch.%d.", pid);
+    int n = 0;
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "/dev/shm/%s%d", prefix, i);
+        n += access(path, F_OK) == 0;
+    }
+    return n;
+}
+
+/* Pixels in shared memory (the default on ipc://), inline (shm no on both sides), and from the shared slots
+ * to a consumer that does not take the offer: the same bytes in every BATCH. */
+static void test_shm_and_inline(void)
+{
+    const run_out *ro = reference();
+    CU_ASSERT(file_has(ro->digest, "; in shared memory 48"));
+    CU_ASSERT_EQUAL(segments_of(ro->sampler_pid), 0);
+    run_out *o = malloc(sizeof *o);
+    run_spec r = {"inline", 2, 0, ACT_NONE, 0, FAKE_NONE, 0, "no", "no"};
+    run_graph(&r, o);
+    assert_same_as_ref(o);
+    CU_ASSERT(file_has(o->digest, "; in shared memory 0"));
+    run_spec m = {"mixed", 2, 0, ACT_NONE, 0, FAKE_NONE, 5, "yes", "no"};
+    run_graph(&m, o);
+    assert_same_as_ref(o);
+    CU_ASSERT(file_has(o->digest, "; in shared memory 0"));
+    CU_ASSERT_EQUAL(segments_of(o->sampler_pid), 0);
+    free(o);
+}
+
+/* A stream held up by a consumer that never comes: exit 1 after consumer_timeout_ms, saying so. */
+static void test_consumer_timeout(void)
+{
+    if (fixtures() != 0) {
+        CU_FAIL("fixtures");
+        return;
+    }
+    char man[600], lep[600], cep[600], log[600];
+    snprintf(man, sizeof man, "%s/train.csv", fx.good);
+    snprintf(lep, sizeof lep, "ipc://%s/ct.l", pgd_test_tmpdir());
+    snprintf(cep, sizeof cep, "ipc://%s/ct.c", pgd_test_tmpdir());
+    snprintf(log, sizeof log, "%s/ct.log", pgd_test_tmpdir());
+    const char *a[] = {"--manifest", man, "--fit-size", "512", "--patch", "64", "--loaders-endpoint", lep,
+                       "--consumer-endpoint", cep, "--heartbeat-ms", "100", "--consumer-timeout-ms", "400", NULL};
+    pid_t sp = spawn("pgd-sampler", a, NULL, log);
+    const char *la[] = {"serve", "--connect", lep, "--heartbeat-ms", "100", NULL};
+    pid_t lp = spawn("pgd-loader", la, NULL, NULL);
+    CU_ASSERT_EQUAL(reap(sp, 20000), 1);
+    reap(lp, 10000);
+    CU_ASSERT(file_has(log, "no consumer connected for"));
+    CU_ASSERT(file_has(log, "while BATCH messages wait"));
 }
 
 static void test_no_loader(void)
@@ -550,6 +615,8 @@ static const pgd_test_case cases[] = {
     {"corrupt_slide", test_corrupt_slide},
     {"fake_malformed", test_fake_malformed},
     {"fake_silent", test_fake_silent},
+    {"shm_and_inline", test_shm_and_inline},
+    {"consumer_timeout", test_consumer_timeout},
     {"no_loader", test_no_loader},
     {NULL, NULL},
 };

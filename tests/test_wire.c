@@ -32,6 +32,7 @@ typedef struct tmsg {
 
 static const char *const batch_ids[2] = {"img-a", "0005f7aaab2800f6170c399693a96917"};
 static const char job_path[] = "slides/a b/\xc3\xa9t\xc3\xa9.svs";
+static const char segment[] = "/pgd-batch.1234.0";
 
 static void set_frame(tmsg *m, size_t i, const void *data, size_t len)
 {
@@ -124,6 +125,19 @@ static void make_msg(tmsg *m, pgd_wire_type type)
     case PGD_WIRE_CREDIT:
         m->h.credit = 3;
         m->h.patches_per_image = 16;
+        m->h.flags = PGD_WIRE_CREDIT_SHM;
+        break;
+    case PGD_WIRE_BATCH_SHM: {
+        make_msg(m, PGD_WIRE_BATCH);
+        m->h.type = PGD_WIRE_BATCH_SHM;
+        pgd_wire_shmref ref = {4096 + 64 * 3, 2 * PPI * PATCH * PATCH * CHANNELS, 7};
+        pgd_wire_put_shmref(m->buf[0], &ref);
+        set_frame(m, 0, m->buf[0], PGD_WIRE_SHMREF_SIZE);
+        set_frame(m, 4, segment, strlen(segment));
+        break;
+    }
+    case PGD_WIRE_RELEASE:
+        m->h.credit = 0;
         break;
     default: /* HEARTBEAT, STOP, END: no frames, no counts */
         break;
@@ -153,7 +167,7 @@ static int decode_raw(const tmsg *m, pgd_wire_msg *out, pgd_err *err)
 
 static const pgd_wire_type all_types[] = {PGD_WIRE_HELLO, PGD_WIRE_HEARTBEAT, PGD_WIRE_JOB, PGD_WIRE_PATCHES,
                                           PGD_WIRE_JOB_ERROR, PGD_WIRE_STOP, PGD_WIRE_BATCH, PGD_WIRE_CREDIT,
-                                          PGD_WIRE_END};
+                                          PGD_WIRE_END, PGD_WIRE_BATCH_SHM, PGD_WIRE_RELEASE};
 #define N_TYPES (sizeof all_types / sizeof *all_types)
 
 static int header_eq(const pgd_wire_header *a, const pgd_wire_header *b)
@@ -211,6 +225,18 @@ static void check_decoded(const tmsg *m, const pgd_wire_msg *d, const pgd_wire_f
         CU_ASSERT_EQUAL(d->pixels_len, m->f[0].len);
         CU_ASSERT_PTR_EQUAL(d->cells, seen[1].data);
         break;
+    case PGD_WIRE_BATCH_SHM: {
+        char name[64];
+        CU_ASSERT_PTR_NULL(d->pixels);
+        CU_ASSERT_EQUAL(d->shm.offset, 4096 + 64 * 3);
+        CU_ASSERT_EQUAL(d->shm.length, 2 * PPI * PATCH * PATCH * CHANNELS);
+        CU_ASSERT_EQUAL(d->shm.slot, 7);
+        CU_ASSERT_PTR_EQUAL(d->cells, seen[1].data);
+        CU_ASSERT_EQUAL(pgd_wire_text(d, name, sizeof name), strlen(segment));
+        CU_ASSERT_STRING_EQUAL(name, segment);
+        CU_ASSERT_STRING_EQUAL(pgd_wire_id(d, 1), batch_ids[1]);
+        break;
+    }
     default:
         CU_ASSERT_PTR_NULL(d->text);
         CU_ASSERT_PTR_NULL(d->pixels);
@@ -425,7 +451,7 @@ static void test_valid_edges(void)
 /* --- bad messages ------------------------------------------------------------------------------------ */
 
 static void mut_version2(tmsg *m) { m->h.version = 2; }
-static void mut_type10(tmsg *m) { m->h.type = 10; }
+static void mut_type10(tmsg *m) { m->h.type = 200; }
 static void mut_type0(tmsg *m) { m->h.type = 0; }
 static void mut_reserved0(tmsg *m) { m->h.reserved0 = 1; }
 static void mut_reserved1(tmsg *m) { m->h.reserved1 = 0x80000000u; }
@@ -551,6 +577,21 @@ static void mut_spec_native_neg(tmsg *m) { put_spec(m, PGD_WIRE_GEOM_NATIVE, 0, 
 static void mut_spec_level_mpp(tmsg *m) { put_spec(m, PGD_WIRE_GEOM_NATIVE, 0, 2, 0.25); }
 static void mut_spec_res12(tmsg *m) { m->buf[0][12] = 7; }
 static void mut_spec_res24(tmsg *m) { m->buf[0][31] = 1; }
+static void put_ref(tmsg *m, uint64_t off, uint64_t len)
+{
+    pgd_wire_shmref r = {off, len, 0};
+    pgd_wire_put_shmref(m->buf[0], &r);
+}
+static void mut_ref_unaligned(tmsg *m) { put_ref(m, 4096 + 8, 2 * PPI * PATCH * PATCH * CHANNELS); }
+static void mut_ref_huge(tmsg *m) { put_ref(m, UINT64_MAX - 63, 2 * PPI * PATCH * PATCH * CHANNELS); }
+static void mut_ref_len(tmsg *m) { put_ref(m, 4096, 2 * PPI * PATCH * PATCH * CHANNELS - 1); }
+static void mut_ref_res(tmsg *m) { m->buf[0][20] = 1; }
+static void mut_seg_noslash(tmsg *m) { set_frame(m, 4, "pgd-batch.1", 11); }
+static void mut_seg_slash(tmsg *m) { set_frame(m, 4, "/pgd/batch", 10); }
+static void mut_seg_slash_only(tmsg *m) { set_frame(m, 4, "/", 1); }
+static void mut_no_phase_shm(tmsg *m) { m->h.flags = PGD_WIRE_FLAG_BATCH_END; }
+static void mut_credit_flag(tmsg *m) { m->h.flags = 0x2; }
+static void mut_release_frame(tmsg *m) { set_frame(m, 0, "x", 1); }
 
 /* Byte-level changes after packing. */
 static void post_magic(uint8_t *h) { memcpy(h, "\x78\x56\x34\x12", 4); }
@@ -577,7 +618,7 @@ static const bad_case bad_cases[] = {
      PGD_WIRE_R_HEADER_SIZE, 0},
     {"header 129 bytes", PGD_WIRE_STOP, mut_head129, NULL, "wire: header frame is 129 bytes, expected 128",
      PGD_WIRE_R_HEADER_SIZE, 0},
-    {"unknown type 10", PGD_WIRE_HEARTBEAT, mut_type10, NULL, "wire: unknown message type 10", PGD_WIRE_R_TYPE, 1},
+    {"unknown type 200", PGD_WIRE_HEARTBEAT, mut_type10, NULL, "wire: unknown message type 200", PGD_WIRE_R_TYPE, 1},
     {"type 0", PGD_WIRE_HEARTBEAT, mut_type0, NULL, "wire: unknown message type 0", PGD_WIRE_R_TYPE, 1},
     {"reserved0", PGD_WIRE_JOB, mut_reserved0, NULL, "wire: JOB reserved0 is 0x1, must be 0", PGD_WIRE_R_RESERVED, 1},
     {"reserved1", PGD_WIRE_END, mut_reserved1, NULL, "wire: END reserved1 is 0x80000000, must be 0",
@@ -731,6 +772,27 @@ static const bad_case bad_cases[] = {
      "wire: JOB spec reserved field at byte 12 is 0x7, must be 0", PGD_WIRE_R_RESERVED, 1},
     {"spec reserved u64", PGD_WIRE_JOB, mut_spec_res24, NULL,
      "wire: JOB spec reserved field at byte 24 is 0x100000000000000, must be 0", PGD_WIRE_R_RESERVED, 1},
+    /* revision 2: shared-memory BATCH, RELEASE, the CREDIT offer */
+    {"shmref offset not aligned", PGD_WIRE_BATCH_SHM, mut_ref_unaligned, NULL,
+     "wire: BATCH_SHM shmref offset 4104 is not a multiple of 64", PGD_WIRE_R_SHMREF, 1},
+    {"shmref offset near 2^64", PGD_WIRE_BATCH_SHM, mut_ref_huge, NULL, "wire: BATCH_SHM shmref offset 18446744073709551552",
+     PGD_WIRE_R_SHMREF, 1},
+    {"shmref length", PGD_WIRE_BATCH_SHM, mut_ref_len, NULL,
+     "wire: BATCH_SHM shmref length 287, expected 288 (n_images 2 x patches_per_image 3", PGD_WIRE_R_SHMREF, 1},
+    {"shmref reserved", PGD_WIRE_BATCH_SHM, mut_ref_res, NULL,
+     "wire: BATCH_SHM shmref reserved field at byte 20 is 0x1, must be 0", PGD_WIRE_R_RESERVED, 1},
+    {"segment without '/'", PGD_WIRE_BATCH_SHM, mut_seg_noslash, NULL, "wire: BATCH_SHM segment name must be '/'",
+     PGD_WIRE_R_TEXT, 1},
+    {"segment with a second '/'", PGD_WIRE_BATCH_SHM, mut_seg_slash, NULL,
+     "wire: BATCH_SHM segment name has byte 0x2f at 4", PGD_WIRE_R_TEXT, 1},
+    {"segment '/'", PGD_WIRE_BATCH_SHM, mut_seg_slash_only, NULL, "wire: BATCH_SHM segment name must be '/'",
+     PGD_WIRE_R_TEXT, 1},
+    {"BATCH_SHM without a phase", PGD_WIRE_BATCH_SHM, mut_no_phase_shm, NULL, "wire: BATCH_SHM flags 0x10 has 0 phase",
+     PGD_WIRE_R_FLAGS, 1},
+    {"CREDIT flag 0x2", PGD_WIRE_CREDIT, mut_credit_flag, NULL, "wire: CREDIT flags 0x2 has unknown bits 0x2",
+     PGD_WIRE_R_FLAGS, 1},
+    {"RELEASE with a frame", PGD_WIRE_RELEASE, mut_release_frame, NULL, "wire: RELEASE nframes 1, expected 0",
+     PGD_WIRE_R_NFRAMES, 1},
 };
 
 static void test_bad_messages(void)
@@ -779,7 +841,7 @@ static void test_frame_lengths_off_by_one(void)
                 pgd_err err = PGD_ERR_INIT;
                 pgd_wire_msg d;
                 int text = all_types[t] == PGD_WIRE_HELLO || all_types[t] == PGD_WIRE_JOB_ERROR ||
-                           (all_types[t] == PGD_WIRE_JOB && i == 1);
+                           (all_types[t] == PGD_WIRE_JOB && i == 1) || (all_types[t] == PGD_WIRE_BATCH_SHM && i == 4);
                 /* the header states the true length, the frame sent differs by one */
                 make_msg(&m, all_types[t]);
                 pack_raw(&m);
@@ -910,7 +972,10 @@ static void test_helpers(void)
     CU_ASSERT_STRING_EQUAL(pgd_wire_type_name(PGD_WIRE_HELLO), "HELLO");
     CU_ASSERT_STRING_EQUAL(pgd_wire_type_name(PGD_WIRE_END), "END");
     CU_ASSERT_STRING_EQUAL(pgd_wire_type_name(0), "UNKNOWN");
-    CU_ASSERT_STRING_EQUAL(pgd_wire_type_name(10), "UNKNOWN");
+    CU_ASSERT_STRING_EQUAL(pgd_wire_type_name(PGD_WIRE_BATCH_SHM), "BATCH_SHM");
+    CU_ASSERT_STRING_EQUAL(pgd_wire_type_name(PGD_WIRE_RELEASE), "RELEASE");
+    CU_ASSERT_STRING_EQUAL(pgd_wire_type_name(PGD_WIRE_TYPE_MAX + 1), "UNKNOWN");
+    CU_ASSERT_STRING_EQUAL(pgd_wire_reason_name(PGD_WIRE_R_SHMREF), "shmref");
     CU_ASSERT_STRING_EQUAL(pgd_wire_reason_name(PGD_WIRE_R_CRC), "crc");
     CU_ASSERT_STRING_EQUAL(pgd_wire_reason_name(PGD_WIRE_R_FRAME_LEN), "frame_len");
     CU_ASSERT_STRING_EQUAL(pgd_wire_reason_name(PGD_WIRE_R_MAX), "unknown");

@@ -34,6 +34,7 @@ static const struct {
     {"bad-header-short.bin", PGD_WIRE_R_HEADER_SIZE},
     {"bad-empty.bin", PGD_WIRE_R_NFRAMES},
     {"bad-too-many-frames.bin", PGD_WIRE_R_NFRAMES},
+    {"bad-shmref-offset.bin", PGD_WIRE_R_SHMREF},
 };
 
 static uint8_t *read_all(const char *path, size_t *size)

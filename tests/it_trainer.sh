@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# it_trainer.sh: pgd-trainer on the real graph (pgd-sampler + pgd-loader serve, synthetic slides): PatchGD
+# training for 2 epochs, the same weights on a rerun, evaluation and inference with the checkpoint, GD, bad options.
+set -u
+B=${PGD_BUILD:-build}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/it_trainer.XXXXXX")
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$tmp"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+for b in pgd-sampler pgd-trainer pgd-loader pgd-synth; do [ -x "$B/$b" ] || fail "$B/$b is not built"; done
+
+"$B/pgd-synth" --task panda --count 6 --out "$tmp/s" --width 640 --height 480 --seed 3 --quiet || fail "pgd-synth"
+
+# graph TAG NLOADERS "SAMPLER-ARGS" TRAINER-ARGS...: sampler, loaders and trainer on ipc endpoints
+graph() {
+  local tag=$1 n=$2 sargs=$3; shift 3
+  # shellcheck disable=SC2086
+  "$B/pgd-sampler" --manifest "$tmp/s/train.csv" --loaders-endpoint "ipc://$tmp/$tag.l" \
+    --consumer-endpoint "ipc://$tmp/$tag.c" --heartbeat-ms 100 --heartbeat-timeout-ms 2000 --loader-wait-ms 20000 \
+    $sargs 2>"$tmp/$tag.sampler.log" &
+  local sp=$!
+  local lps=()
+  for i in $(seq "$n"); do
+    "$B/pgd-loader" serve --connect "ipc://$tmp/$tag.l" --heartbeat-ms 100 2>"$tmp/$tag.loader$i.log" &
+    lps+=($!)
+  done
+  pids=("$sp" "${lps[@]}")
+  "$B/pgd-trainer" run --connect "ipc://$tmp/$tag.c" --run-dir "$tmp/$tag" --idle-ms 60000 "$@" \
+    >"$tmp/$tag.out" 2>"$tmp/$tag.trainer.log"
+  trainer_rc=$?
+  wait "$sp"; sampler_rc=$?
+  for p in "${lps[@]}"; do
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+  done
+  pids=()
+  [ "$trainer_rc" = 0 ] || { tail -20 "$tmp/$tag.trainer.log"; fail "$tag: trainer exit $trainer_rc"; }
+  [ "$sampler_rc" = 0 ] || { tail -20 "$tmp/$tag.sampler.log"; fail "$tag: sampler exit $sampler_rc"; }
+}
+
+fit="--fit-size 256 --patch 64 --batch-size 2 --fill-chunk 16 --seed 5"
+model=(--arch small_cnn --proj 16 --head-width 16 --classes 6 --batch-size 2 --seed 7 --threads 1)
+
+# --- PatchGD, 2 epochs: metrics per epoch, a checkpoint -------------------------------------------------
+graph t1 2 "$fit --epochs 2 --sampling 0.25" "${model[@]}" --epochs 2 --warmup-epochs 1 --manifest "$tmp/s/train.csv"
+[ "$(grep -c '"phase":"train"' "$tmp/t1/metrics.jsonl")" = 2 ] || { cat "$tmp/t1/metrics.jsonl"; fail "2 train lines"; }
+grep -q '"epoch":1,"images":6' "$tmp/t1/metrics.jsonl" || fail "epoch 1 did not see 6 images"
+[ -s "$tmp/t1/model.safetensors" ] || fail "no checkpoint"
+grep -q '^arch = small_cnn$' "$tmp/t1/trainer.conf" || fail "trainer.conf lacks the arch"
+
+# --- the same run again (other loaders, same seeds): the same weights, byte for byte --------------------
+graph t2 1 "$fit --epochs 2 --sampling 0.25" "${model[@]}" --epochs 2 --warmup-epochs 1 --manifest "$tmp/s/train.csv"
+cmp -s "$tmp/t1/model.safetensors" "$tmp/t2/model.safetensors" || fail "a rerun gave other weights"
+
+# --- evaluation and inference with the checkpoint -------------------------------------------------------
+graph e1 2 "$fit --mode eval" "${model[@]}" --weights "$tmp/t1/model.safetensors"
+grep -q '"phase":"eval","epoch":0,"images":6' "$tmp/e1/metrics.jsonl" || { cat "$tmp/e1/metrics.jsonl"; fail "eval line"; }
+graph i1 2 "$fit --mode infer" "${model[@]}" --weights "$tmp/t1/model.safetensors"
+[ "$(head -1 "$tmp/i1/predictions.csv")" = "image_id,predicted,p0,p1,p2,p3,p4,p5,status" ] || fail "predictions header"
+[ "$(grep -c ',ok$' "$tmp/i1/predictions.csv")" = 6 ] || { cat "$tmp/i1/predictions.csv"; fail "6 predictions"; }
+cut -d, -f1 "$tmp/i1/predictions.csv" | tail -n +2 | sort | diff - <(tail -n +2 "$tmp/s/train.csv" | cut -d, -f1 | sort) \
+  >/dev/null || fail "predictions are not one per slide"
+
+# --- GD: whole images (a 1 x 1 grid) -------------------------------------------------------------------------
+graph g1 1 "--fit-size 64 --patch 64 --batch-size 3 --epochs 2 --sampling 1 --seed 5" \
+  --method gd --arch small_cnn --classes 6 --batch-size 3 --epochs 2 --threads 1
+[ "$(grep -c '"phase":"train"' "$tmp/g1/metrics.jsonl")" = 2 ] || fail "gd: 2 train lines"
+
+# --- bad options: exit 2 before anything runs ------------------------------------------------------------------
+"$B/pgd-trainer" run --connect "ipc://$tmp/none" --arch nope >/dev/null 2>"$tmp/bad.log"
+[ $? = 2 ] || fail "unknown arch: exit 2"
+grep -q "resnet50" "$tmp/bad.log" || { cat "$tmp/bad.log"; fail "the error lists the known archs"; }
+"$B/pgd-trainer" frobnicate >/dev/null 2>&1
+[ $? = 2 ] || fail "unknown command: exit 2"
+echo "it_trainer: ok"

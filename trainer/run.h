@@ -1,0 +1,100 @@
+/* run.h: `pgd-trainer run`: consume a sampler's stream and train (PatchGD or GD), evaluate or predict. */
+#ifndef PGD_RUN_H
+#define PGD_RUN_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "err.h"
+#include "metrics.h"
+#include "sampler/batch_rx.h"
+#include "trainer/gd.h"
+#include "trainer/net.h"
+#include "trainer/optim.h"
+#include "trainer/patchgd.h"
+
+enum { PGD_METHOD_PATCHGD = 0, PGD_METHOD_GD = 1 };
+enum { PGD_FILL_TRAIN = 0, PGD_FILL_EVAL = 1 };
+
+/* Every key of docs/trainer.md ("pgd-trainer run"). */
+typedef struct pgd_run_opts {
+    char *connect;          /* the sampler's consumer endpoint */
+    int method;             /* PGD_METHOD_ */
+    char *arch;             /* pgd_model_archs */
+    int64_t proj;           /* s: the backbone's output per patch (PatchGD) */
+    int64_t classes;
+    int64_t head_width;
+    double dropout;         /* the head's Dropout2d */
+    int64_t batch_size;     /* most images in a message (the sampler's batch_size) */
+    int64_t max_patches;    /* most patches per backbone forward; 0: the largest message */
+    int64_t epsilon;        /* inner steps per update; 0: all inner steps of a batch */
+    int fill_mode;          /* PGD_FILL_: BN statistics during Z-filling */
+    int optimizer;          /* PGD_OPT_ */
+    double lr, weight_decay, momentum;
+    int64_t epochs, warmup_epochs;
+    char *manifest;         /* counted for the learning-rate schedule (optional) */
+    int drop_last;
+    int64_t seed, threads, credit;
+    char *weights;          /* initial weights (safetensors), or the model to evaluate */
+    char *skip;             /* tensor-name prefix not loaded from weights ("fc.") */
+    char *run_dir;          /* metrics.jsonl, model.safetensors, state.safetensors, predictions.csv */
+    int shm;                /* PGD_BATCH_RX_SHM_ */
+    int64_t idle_ms;        /* give up after this long without a message */
+    int64_t log_every;      /* a progress line every this many image batches (0: only per epoch) */
+} pgd_run_opts;
+
+const pgd_cfg_opt *pgd_run_options(void);
+
+/* One pass's tallies: a train epoch, an evaluation, an inference. */
+typedef struct pgd_run_tally {
+    pgd_confusion conf;
+    double loss_sum;
+    int64_t images, losses;
+    double t0, wait_s;      /* start (pgd_clock_s), seconds spent waiting for messages */
+} pgd_run_tally;
+
+/* The trainer's state while it consumes a stream. */
+typedef struct pgd_run {
+    pgd_run_opts o;
+    pgd_backend *be;
+    pgd_net *f, *g;         /* PatchGD: backbone and head; GD: f is the classifier, g NULL */
+    pgd_optim *opt_f, *opt_g;
+    pgd_patchgd *pg;
+    pgd_gd *gd;
+    int built, patch, channels, grid_m, grid_n;
+    int64_t batches_per_epoch; /* from the manifest, for the schedule; 0: unknown */
+    int64_t tick;           /* image batches trained (the schedule's clock) */
+    /* the image batch in progress */
+    int have_batch;
+    uint32_t epoch, batch;
+    int n_slots;
+    char (*slot_id)[64];    /* [batch_size] */
+    int32_t *slot_label;
+    int train_batch;        /* the batch had inner steps */
+    float *probs;           /* host [batch_size, classes] */
+    uint8_t *u8;            /* host: the patches of one message in slot order (GD: the images) */
+    uint32_t *cells;        /* host: global cells of one message */
+    int32_t *labels;
+    pgd_run_tally tally;
+    FILE *metrics, *predictions;
+    int stop;               /* a signal asked to stop */
+} pgd_run;
+
+/* pgd-trainer run (argv[0] is "run"). Returns a PGD_EXIT_ code. */
+int pgd_run_main(int argc, char **argv);
+
+/* run_model.c: build the nets for the first message's shape, load weights, make optimizers. */
+int pgd_run_build(pgd_run *r, const pgd_wire_header *h, pgd_err *err);
+void pgd_run_unbuild(pgd_run *r);
+
+/* run_out.c: the run folder: metrics lines, predictions, checkpoints. */
+int pgd_run_out_open(pgd_run *r, pgd_err *err);
+void pgd_run_out_close(pgd_run *r);
+void pgd_run_tally_reset(pgd_run_tally *t);
+/* Writes one metrics line (phase "train", "eval", "infer") and logs it. */
+void pgd_run_report(pgd_run *r, const char *phase, uint32_t epoch);
+int pgd_run_predictions(pgd_run *r, int images, pgd_err *err);
+int pgd_run_checkpoint(pgd_run *r, pgd_err *err);
+
+#endif

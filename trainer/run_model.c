@@ -1,0 +1,135 @@
+/* run_model.c: `pgd-trainer run` builds its nets from the first message's shape, loads weights, makes optimizers. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "trainer/ckpt.h"
+#include "trainer/model.h"
+#include "trainer/run.h"
+
+/* ImageNet statistics, as torchvision's pretrained models expect. */
+static const float mean_rgb[4] = {0.485f, 0.456f, 0.406f, 0.5f};
+static const float std_rgb[4] = {0.229f, 0.224f, 0.225f, 0.25f};
+
+static int load_weights(pgd_run *r, pgd_err *err)
+{
+    if (!r->o.weights)
+        return 0;
+    pgd_ckpt_net nets[2] = {{.net = r->f, .prefix = ""}, {.net = r->g, .prefix = ""}};
+    const char *const skip[2] = {r->o.skip, NULL};
+    pgd_ckpt_load_opts lo = {.skip = skip};
+    if (pgd_ckpt_load(r->o.weights, nets, r->g ? 2 : 1, &lo, err) != 0)
+        return -1;
+    pgd_info("weights: loaded %s", r->o.weights);
+    return 0;
+}
+
+static int make_optimizers(pgd_run *r, pgd_err *err)
+{
+    pgd_opt_cfg oc = pgd_opt_defaults();
+    oc.kind = (pgd_opt_kind)r->o.optimizer;
+    oc.lr = (float)r->o.lr;
+    oc.weight_decay = (float)r->o.weight_decay;
+    oc.momentum = (float)r->o.momentum;
+    r->opt_f = pgd_optim_new(r->f, &oc, err);
+    if (!r->opt_f)
+        return -1;
+    if (r->g && !(r->opt_g = pgd_optim_new(r->g, &oc, err)))
+        return -1;
+    return 0;
+}
+
+static int build_patchgd(pgd_run *r, const pgd_wire_header *h, int train, pgd_err *err)
+{
+    uint64_t seed = (uint64_t)r->o.seed;
+    r->f = pgd_model_build(r->be, r->o.arch, (int)h->patch_size, (int)r->o.proj, seed, err);
+    if (!r->f)
+        return -1;
+    r->g = pgd_model_head(r->be, (int)r->o.proj, (int)h->grid_m, (int)h->grid_n, (int)r->o.head_width,
+                          (float)r->o.dropout, (int)r->o.classes, seed + 1, err);
+    if (!r->g || load_weights(r, err) != 0 || (train && make_optimizers(r, err) != 0))
+        return -1;
+    int largest = (int)(h->n_images * h->patches_per_image);
+    pgd_patchgd_cfg c = {.max_images = (int)r->o.batch_size, .m = (int)h->grid_m, .n = (int)h->grid_n,
+                         .patch = (int)h->patch_size, .channels = (int)h->channels,
+                         .max_patches = r->o.max_patches ? (int)r->o.max_patches : largest,
+                         .epsilon = r->o.epsilon ? (int)r->o.epsilon : 1 << 30,
+                         .fill_train_mode = r->o.fill_mode == PGD_FILL_TRAIN, .seed = seed};
+    memcpy(c.mean, mean_rgb, sizeof c.mean);
+    memcpy(c.std, std_rgb, sizeof c.std);
+    r->pg = pgd_patchgd_new(r->f, r->g, r->opt_f, r->opt_g, &c, err);
+    return r->pg ? 0 : -1;
+}
+
+static int build_gd(pgd_run *r, const pgd_wire_header *h, int train, pgd_err *err)
+{
+    if (h->grid_m != 1 || h->grid_n != 1 || h->patches_per_image != 1)
+        return pgd_fail(err, PGD_EINVAL,
+                        "method gd takes whole images (a 1 x 1 grid, patch = fit_size), the stream has a %u x %u "
+                        "grid of %u px patches",
+                        h->grid_m, h->grid_n, h->patch_size);
+    uint64_t seed = (uint64_t)r->o.seed;
+    r->f = pgd_model_build(r->be, r->o.arch, (int)h->patch_size, (int)r->o.classes, seed, err);
+    if (!r->f || load_weights(r, err) != 0 || (train && make_optimizers(r, err) != 0))
+        return -1;
+    pgd_gd_cfg c = {.max_images = (int)r->o.batch_size, .size = (int)h->patch_size, .channels = (int)h->channels,
+                    .seed = seed};
+    memcpy(c.mean, mean_rgb, sizeof c.mean);
+    memcpy(c.std, std_rgb, sizeof c.std);
+    r->gd = pgd_gd_new(r->f, r->opt_f, &c, err);
+    return r->gd ? 0 : -1;
+}
+
+int pgd_run_build(pgd_run *r, const pgd_wire_header *h, pgd_err *err)
+{
+    int train = (h->flags & (PGD_WIRE_FLAG_FILL | PGD_WIRE_FLAG_INNER)) != 0;
+    size_t B = (size_t)r->o.batch_size, px = (size_t)h->patch_size * h->patch_size * h->channels;
+    size_t most = B * (h->patches_per_image > 0 ? h->patches_per_image : 1);
+    if (h->n_images > B)
+        return pgd_fail(err, PGD_EINVAL, "a message has %u images, more than batch_size %zu", h->n_images, B);
+    if (h->channels < 1 || h->channels > 4)
+        return pgd_fail(err, PGD_EINVAL, "patches with %u channels (1..4 are supported)", h->channels);
+    r->be = pgd_backend_cpu_new((int)r->o.threads, err);
+    if (!r->be)
+        return -1;
+    int rc = r->o.method == PGD_METHOD_GD ? build_gd(r, h, train, err) : build_patchgd(r, h, train, err);
+    if (rc != 0)
+        return -1;
+    int classes = (int)pgd_net_out_count(r->g ? r->g : r->f);
+    r->slot_id = calloc(B, sizeof *r->slot_id);
+    r->slot_label = calloc(B, sizeof *r->slot_label);
+    r->probs = calloc(B * (size_t)classes, sizeof *r->probs);
+    r->labels = calloc(B, sizeof *r->labels);
+    r->u8 = malloc(most * px);
+    r->cells = calloc(most, sizeof *r->cells);
+    if (!r->slot_id || !r->slot_label || !r->probs || !r->labels || !r->u8 || !r->cells ||
+        pgd_confusion_init(&r->tally.conf, classes, err) != 0)
+        return pgd_fail(err, PGD_ENOMEM, "trainer: out of memory");
+    r->built = 1;
+    r->patch = (int)h->patch_size;
+    r->channels = (int)h->channels;
+    r->grid_m = (int)h->grid_m;
+    r->grid_n = (int)h->grid_n;
+    pgd_info("model: %s %s, %zu + %zu parameters, %s backend, grid %d x %d of %d px patches", 
+                 r->o.method == PGD_METHOD_GD ? "gd" : "patchgd", r->o.arch, pgd_net_param_count(r->f),
+                 r->g ? pgd_net_param_count(r->g) : (size_t)0, r->be->ops->name, r->grid_m, r->grid_n, r->patch);
+    return 0;
+}
+
+void pgd_run_unbuild(pgd_run *r)
+{
+    pgd_patchgd_free(&r->pg);
+    pgd_gd_free(&r->gd);
+    pgd_optim_free(&r->opt_f);
+    pgd_optim_free(&r->opt_g);
+    pgd_net_free(&r->f);
+    pgd_net_free(&r->g);
+    pgd_backend_free(&r->be);
+    pgd_confusion_free(&r->tally.conf);
+    free(r->slot_id);
+    free(r->slot_label);
+    free(r->probs);
+    free(r->labels);
+    free(r->u8);
+    free(r->cells);
+}

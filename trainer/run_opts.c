@@ -1,0 +1,57 @@
+/* run_opts.c: the option table of `pgd-trainer run` (for --help, config files and run.conf). */
+#include <stddef.h>
+
+#include "trainer/run.h"
+
+#define O(f) offsetof(pgd_run_opts, f)
+
+static const pgd_cfg_opt opts[] = {
+    {"connect", PGD_CFG_STRING, O(connect), NULL, 0, 0, NULL,
+     "the sampler's consumer endpoint: tcp://HOST:PORT or ipc://PATH", PGD_CFG_REQUIRED},
+    {"method", PGD_CFG_ENUM, O(method), "patchgd", 0, 0, "patchgd|gd",
+     "patchgd: backbone on patches + head on Z; gd: the classifier on whole images (a 1x1 grid)", 0},
+    {"arch", PGD_CFG_STRING, O(arch), "small_cnn", 0, 0, NULL,
+     "backbone: resnet18|resnet34|resnet50|mobilenet_v2|small_cnn", 0},
+    {"proj", PGD_CFG_INT, O(proj), "256", 1, 65536, NULL, "s: features per patch (PatchGD backbone output)", 0},
+    {"classes", PGD_CFG_INT, O(classes), "6", 2, 100000, NULL, "number of classes", 0},
+    {"head_width", PGD_CFG_INT, O(head_width), "256", 1, 65536, NULL, "channels of the PatchGD head's convs", 0},
+    {"dropout", PGD_CFG_FLOAT, O(dropout), "0.2", 0, 0.95, NULL, "Dropout2d probability in the head", 0},
+    {"batch_size", PGD_CFG_INT, O(batch_size), "1", 1, 4096, NULL,
+     "images per batch: at least the sampler's batch_size", 0},
+    {"max_patches", PGD_CFG_INT, O(max_patches), "0", 0, 1 << 24, NULL,
+     "patches per backbone forward (memory); 0: the largest message", 0},
+    {"epsilon", PGD_CFG_INT, O(epsilon), "0", 0, 1 << 20, NULL,
+     "inner steps accumulated per update; 0: all inner steps of an image batch", 0},
+    {"fill_mode", PGD_CFG_ENUM, O(fill_mode), "train", 0, 0, "train|eval",
+     "batch norm during Z-filling: batch statistics (as the reference code) or running ones", 0},
+    {"optimizer", PGD_CFG_ENUM, O(optimizer), "adam", 0, 0, "adam|adamw|sgd", "the optimizer", 0},
+    {"lr", PGD_CFG_FLOAT, O(lr), "0.001", 0, 10, NULL, "peak learning rate", 0},
+    {"weight_decay", PGD_CFG_FLOAT, O(weight_decay), "0", 0, 10, NULL, "weight decay", 0},
+    {"momentum", PGD_CFG_FLOAT, O(momentum), "0.9", 0, 1, NULL, "SGD momentum", 0},
+    {"epochs", PGD_CFG_INT, O(epochs), "1", 1, 1000000, NULL, "epochs of the stream (for the schedule)", 0},
+    {"warmup_epochs", PGD_CFG_INT, O(warmup_epochs), "0", 0, 1000000, NULL,
+     "linear warm-up epochs, then linear decay to 0 at the last epoch (needs manifest)", 0},
+    {"manifest", PGD_CFG_STRING, O(manifest), NULL, 0, 0, NULL,
+     "the sampler's manifest, counted to know batches per epoch (for the schedule)", 0},
+    {"drop_last", PGD_CFG_BOOL, O(drop_last), "no", 0, 0, NULL, "the sampler drops a last short batch", 0},
+    {"seed", PGD_CFG_INT, O(seed), "0", 0, 9007199254740992.0, NULL, "weights and dropout seed", 0},
+    {"threads", PGD_CFG_INT, O(threads), "0", 0, 1024, NULL, "CPU threads (0: all)", 0},
+    {"credit", PGD_CFG_INT, O(credit), "2", 1, 1024, NULL, "BATCH messages asked for ahead", 0},
+    {"weights", PGD_CFG_STRING, O(weights), NULL, 0, 0, NULL,
+     "safetensors to start from (training) or to evaluate with", 0},
+    {"skip", PGD_CFG_STRING, O(skip), NULL, 0, 0, NULL,
+     "tensor-name prefix left at its initial value when loading weights (e.g. fc.)", 0},
+    {"run_dir", PGD_CFG_STRING, O(run_dir), NULL, 0, 0, NULL,
+     "folder for run.conf, metrics.jsonl, model.safetensors, state.safetensors, predictions.csv", 0},
+    {"shm", PGD_CFG_ENUM, O(shm), "auto", 0, 0, "auto|yes|no",
+     "read pixels from the sampler's shared memory (auto: ipc:// endpoints)", 0},
+    {"idle_ms", PGD_CFG_INT, O(idle_ms), "600000", 1, 86400000, NULL, "give up after this long without a message", 0},
+    {"log_every", PGD_CFG_INT, O(log_every), "10", 0, 1 << 30, NULL,
+     "a progress line every this many image batches (0: per epoch only)", 0},
+    {NULL},
+};
+
+const pgd_cfg_opt *pgd_run_options(void)
+{
+    return opts;
+}

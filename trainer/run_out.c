@@ -1,0 +1,133 @@
+/* run_out.c: what `pgd-trainer run` leaves in its run folder: run.conf, metrics.jsonl, predictions.csv, checkpoints. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "clock.h"
+#include "json.h"
+#include "log.h"
+#include "trainer/ckpt.h"
+#include "trainer/run.h"
+
+static int path_in(char *buf, size_t cap, const pgd_run *r, const char *name, pgd_err *err)
+{
+    if ((size_t)snprintf(buf, cap, "%s/%s", r->o.run_dir, name) >= cap)
+        return pgd_fail(err, PGD_EINVAL, "run_dir: '%s' is too long", r->o.run_dir);
+    return 0;
+}
+
+int pgd_run_out_open(pgd_run *r, pgd_err *err)
+{
+    char path[4200];
+    if (!r->o.run_dir)
+        return 0;
+    if (mkdir(r->o.run_dir, 0755) != 0 && errno != EEXIST)
+        return pgd_fail_errno(err, PGD_EIO, "run_dir: mkdir %s", r->o.run_dir);
+    if (path_in(path, sizeof path, r, "trainer.conf", err) != 0 ||
+        pgd_cfg_save(pgd_run_options(), &r->o, path, err) != 0)
+        return -1;
+    if (path_in(path, sizeof path, r, "metrics.jsonl", err) != 0)
+        return -1;
+    if (!(r->metrics = fopen(path, "a")))
+        return pgd_fail_errno(err, PGD_EIO, "open %s", path);
+    return 0;
+}
+
+void pgd_run_out_close(pgd_run *r)
+{
+    if (r->metrics)
+        fclose(r->metrics);
+    if (r->predictions)
+        fclose(r->predictions);
+    r->metrics = r->predictions = NULL;
+}
+
+void pgd_run_tally_reset(pgd_run_tally *t)
+{
+    pgd_confusion_reset(&t->conf);
+    t->loss_sum = 0;
+    t->images = t->losses = 0;
+    t->t0 = pgd_clock_s();
+    t->wait_s = 0;
+}
+
+/* JSON has no NaN: undefined metrics are written as null. */
+static void put_number(FILE *f, const char *key, double v)
+{
+    if (isfinite(v))
+        fprintf(f, ",\"%s\":%.6g", key, v);
+    else
+        fprintf(f, ",\"%s\":null", key);
+}
+
+void pgd_run_report(pgd_run *r, const char *phase, uint32_t epoch)
+{
+    pgd_run_tally *t = &r->tally;
+    double secs = pgd_clock_s() - t->t0;
+    double loss = t->losses ? t->loss_sum / (double)t->losses : NAN;
+    double acc = pgd_metric_accuracy(&t->conf), qwk = pgd_metric_qwk(&t->conf);
+    double ips = secs > 0 ? (double)t->images / secs : 0, wait = secs > 0 ? t->wait_s / secs : 0;
+    pgd_info("%s epoch %u: loss %.4f, accuracy %.4f, qwk %.4f, %lld images in %.1f s (%.2f images/s), data wait %.1f%%",
+             phase, epoch, loss, acc, qwk, (long long)t->images, secs, ips, 100.0 * wait);
+    if (!r->metrics)
+        return;
+    fprintf(r->metrics, "{\"phase\":\"%s\",\"epoch\":%u,\"images\":%lld", phase, epoch, (long long)t->images);
+    put_number(r->metrics, "loss", loss);
+    put_number(r->metrics, "accuracy", acc);
+    put_number(r->metrics, "qwk", qwk);
+    put_number(r->metrics, "seconds", secs);
+    put_number(r->metrics, "images_per_s", ips);
+    put_number(r->metrics, "data_wait", wait);
+    fprintf(r->metrics, ",\"confusion\":");
+    pgd_confusion_json(r->metrics, &t->conf);
+    fprintf(r->metrics, "}\n");
+    fflush(r->metrics);
+}
+
+int pgd_run_predictions(pgd_run *r, int images, pgd_err *err)
+{
+    int classes = r->tally.conf.k;
+    if (!r->predictions) {
+        char path[4200];
+        if (!r->o.run_dir)
+            return 0;
+        if (path_in(path, sizeof path, r, "predictions.csv", err) != 0)
+            return -1;
+        if (!(r->predictions = fopen(path, "w")))
+            return pgd_fail_errno(err, PGD_EIO, "open %s", path);
+        fprintf(r->predictions, "image_id,predicted");
+        for (int k = 0; k < classes; k++)
+            fprintf(r->predictions, ",p%d", k);
+        fprintf(r->predictions, ",status\n");
+    }
+    for (int i = 0; i < images; i++) {
+        const float *p = r->probs + (size_t)i * classes;
+        int best = 0;
+        for (int k = 1; k < classes; k++)
+            if (p[k] > p[best])
+                best = k;
+        fprintf(r->predictions, "%s,%d", r->slot_id[i], best);
+        for (int k = 0; k < classes; k++)
+            fprintf(r->predictions, ",%.6f", p[k]);
+        fprintf(r->predictions, ",ok\n");
+    }
+    if (fflush(r->predictions) != 0)
+        return pgd_fail_errno(err, PGD_EIO, "write predictions.csv");
+    return 0;
+}
+
+int pgd_run_checkpoint(pgd_run *r, pgd_err *err)
+{
+    char path[4200];
+    if (!r->o.run_dir || !r->built)
+        return 0;
+    pgd_ckpt_net nets[2] = {{.net = r->f, .prefix = ""}, {.net = r->g, .prefix = ""}};
+    const pgd_ckpt_kv meta[2] = {{"pgd.arch", r->o.arch}, {"pgd.method", r->o.method == PGD_METHOD_GD ? "gd" : "patchgd"}};
+    if (path_in(path, sizeof path, r, "model.safetensors", err) != 0 ||
+        pgd_ckpt_save(path, nets, r->g ? 2 : 1, meta, 2, err) != 0)
+        return -1;
+    pgd_info("checkpoint: %s", path);
+    return 0;
+}
