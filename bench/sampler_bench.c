@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "loader/serve.h"
 #include "loader/synth.h"
 #include "wire.h"
 #include "wire_zmq.h"
@@ -23,7 +24,7 @@ typedef struct bench_cfg {
     char *workdir, *bin;
     int64_t slides, width, height, fit, patch, batch, epochs, fill_chunk, max_loaders, window, credit;
     double sampling;
-    int real, instant;
+    int real, instant, loader_shm;
 } bench_cfg;
 
 #define O(f) offsetof(bench_cfg, f)
@@ -44,6 +45,8 @@ static const pgd_cfg_opt opts[] = {
     {"credit", PGD_CFG_INT, O(credit), "4", 1, 10000, NULL, "sink credit", 0},
     {"real", PGD_CFG_BOOL, O(real), "yes", 0, 0, NULL, "run the rows with real pgd-loader processes", 0},
     {"instant", PGD_CFG_BOOL, O(instant), "yes", 0, 0, NULL, "run the rows with instant (fake) loaders", 0},
+    {"loader_shm", PGD_CFG_BOOL, O(loader_shm), "yes", 0, 0, NULL,
+     "loaders answer through shared memory (PATCHES_SHM); no: inline PATCHES", 0},
     {NULL},
 };
 
@@ -68,18 +71,57 @@ static void keep_pixels(void *data, void *hint)
     (void)hint;
 }
 
-/* A loader that answers every JOB at once with grey pixels and the JOB's cells; exits at STOP. */
-static void fake_loader(const char *endpoint)
+/* The instant loader's answer to a JOB allowing PATCHES_SHM: a region of its segment, made grey the first
+ * time it is used (the pixels never change), then only the reference. 0 sent, -1 no region (go inline). */
+static int fake_shm_answer(void *s, pgd_serve_shm *g, uint8_t *grey, const pgd_wire_msg *m, size_t need)
+{
+    if (!g->base || need + PGD_SERVE_SHM_GEN > g->slot_size) {
+        if (g->base && pgd_serve_shm_lent(g) > 0)
+            return -1;
+        pgd_serve_shm_close(g);
+        if (pgd_serve_shm_create(g, 4, need, m->h.run_id, NULL) != 0)
+            return -1;
+        memset(grey, 0, 4);
+    }
+    uint8_t *px;
+    int r = pgd_serve_shm_take(g, m->h.task_id, m->h.attempt, need, &px);
+    if (r < 0)
+        return -1;
+    if (!grey[r]) { /* the first use of this region */
+        memset(px, 200, g->slot_size - PGD_SERVE_SHM_GEN);
+        grey[r] = 1;
+    }
+    pgd_wire_shmref ref;
+    pgd_serve_shm_finish(g, r, need, &ref);
+    uint8_t rb[PGD_WIRE_SHMREF_SIZE];
+    pgd_wire_put_shmref(rb, &ref);
+    pgd_wire_header h = m->h;
+    h.type = PGD_WIRE_PATCHES_SHM;
+    h.flags = 0;
+    pgd_wire_frame f[3] = {{rb, sizeof rb}, {m->cells, m->n_cells * PGD_WIRE_CELL_SIZE}, {g->name, strlen(g->name)}};
+    if (pgd_wire_send(s, NULL, &h, f, 3, 0, NULL) != 0) {
+        pgd_serve_shm_abandon(g, r);
+        return -1;
+    }
+    return 0;
+}
+
+/* A loader that answers every JOB at once with grey pixels and the JOB's cells (through shared memory when
+ * the JOB allows it and shm is set); exits at STOP. */
+static void fake_loader(const char *endpoint, int shm)
 {
     void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_DEALER);
     zmq_connect(s, endpoint);
     pgd_wire_header h;
     pgd_wire_header_init(&h, PGD_WIRE_HELLO);
     h.credit = 2;
+    h.flags = shm ? PGD_WIRE_HELLO_SHM : 0;
     pgd_wire_frame name = {"instant", 7};
     pgd_wire_send(s, NULL, &h, &name, 1, 0, NULL);
-    uint8_t *px = NULL;
+    uint8_t *px = NULL, grey[64] = {0};
     size_t cap = 0;
+    pgd_serve_shm seg;
+    memset(&seg, 0, sizeof seg);
     for (;;) {
         pgd_wire_rx rx;
         memset(&rx, 0, sizeof rx);
@@ -92,8 +134,14 @@ static void fake_loader(const char *endpoint)
             pgd_wire_rx_close(&rx);
             break;
         }
+        if (m->h.type == PGD_WIRE_RELEASE)
+            pgd_serve_shm_release(&seg, m->h.task_id, m->h.attempt);
         if (m->h.type == PGD_WIRE_JOB) {
             size_t need = m->n_cells * m->h.patch_size * m->h.patch_size * 3;
+            if (shm && (m->h.flags & PGD_WIRE_JOB_SHM) && fake_shm_answer(s, &seg, grey, m, need) == 0) {
+                pgd_wire_rx_close(&rx);
+                continue;
+            }
             if (need > cap) {
                 free(px);
                 px = malloc(need);
@@ -104,6 +152,7 @@ static void fake_loader(const char *endpoint)
             if (px) {
                 pgd_wire_header r = m->h;
                 r.type = PGD_WIRE_PATCHES;
+                r.flags = 0;
                 pgd_wire_frame f[2] = {{px, need}, {m->cells, m->n_cells * PGD_WIRE_CELL_SIZE}};
                 int given;
                 pgd_wire_send_zc(s, NULL, &r, f, 2, 0, keep_pixels, NULL, 0, &given, NULL);
@@ -112,6 +161,7 @@ static void fake_loader(const char *endpoint)
         pgd_wire_rx_close(&rx);
     }
     free(px);
+    pgd_serve_shm_close(&seg);
     zmq_close(s);
     zmq_ctx_term(ctx);
     _exit(0);
@@ -148,9 +198,9 @@ static void run(const bench_cfg *c, int n, int instant)
             fflush(stdout);
             lp[i] = fork();
             if (lp[i] == 0)
-                fake_loader(lep);
+                fake_loader(lep, c->loader_shm);
         } else {
-            const char *la[] = {loader, "serve", "--connect", lep, NULL};
+            const char *la[] = {loader, "serve", "--connect", lep, "--shm", c->loader_shm ? "auto" : "no", NULL};
             lp[i] = spawn(loader, la, NULL);
         }
     }
@@ -240,10 +290,10 @@ int main(int argc, char **argv)
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     printf("sampler_bench: %ld cores; %lld slides %lldx%lld, fit %lld, patch %lld, batch %lld, epochs %lld, "
-           "sampling %g, fill_chunk %lld, window %lld, sink credit %lld\n",
+           "sampling %g, fill_chunk %lld, window %lld, sink credit %lld, loader pixels %s\n",
            cores, (long long)c.slides, (long long)c.width, (long long)c.height, (long long)c.fit, (long long)c.patch,
            (long long)c.batch, (long long)c.epochs, c.sampling, (long long)c.fill_chunk, (long long)c.window,
-           (long long)c.credit);
+           (long long)c.credit, c.loader_shm ? "in shared memory" : "inline");
     memcpy_row();
     printf("%-10s %3s %8s %9s %9s %8s %10s %8s %8s\n", "loaders", "n", "batches", "patches", "MB", "stream_s",
            "patches/s", "GB/s", "wall_s");

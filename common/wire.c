@@ -1,4 +1,4 @@
-/* wire.c: the pgd wire format (version 1, revision 2): header packing, one table-driven validator, encode, decode, accessors. */
+/* wire.c: the pgd wire format (version 1, revision 3): header packing, one table-driven validator, encode, decode, accessors. */
 #include "wire.h"
 
 #include <math.h>
@@ -173,9 +173,9 @@ typedef struct type_rule {
 #define BATCH_FLAGS (PGD_WIRE_PHASE_MASK | PGD_WIRE_FLAG_BATCH_END | PGD_WIRE_FLAG_EPOCH_END)
 
 static const type_rule rules[PGD_WIRE_TYPE_MAX + 1] = {
-    [PGD_WIRE_HELLO] = {"HELLO", {[F_CREDIT] = POS}, 0, 0, 1, {FR_NAME}},
+    [PGD_WIRE_HELLO] = {"HELLO", {[F_CREDIT] = POS}, PGD_WIRE_HELLO_SHM, 0, 1, {FR_NAME}},
     [PGD_WIRE_HEARTBEAT] = {"HEARTBEAT", {0}, 0, 0, 0, {0}},
-    [PGD_WIRE_JOB] = {"JOB", {[F_N_IMAGES] = ONE, IMAGE_COUNTS, [F_ATTEMPT] = POS}, 0, 0, 3,
+    [PGD_WIRE_JOB] = {"JOB", {[F_N_IMAGES] = ONE, IMAGE_COUNTS, [F_ATTEMPT] = POS}, PGD_WIRE_JOB_SHM, 0, 3,
                       {FR_SPEC, FR_PATH, FR_CELLS}},
     [PGD_WIRE_PATCHES] = {"PATCHES", {[F_N_IMAGES] = ONE, IMAGE_COUNTS, [F_ATTEMPT] = POS}, 0, 0, 2,
                           {FR_PIXELS, FR_CELLS}},
@@ -187,7 +187,9 @@ static const type_rule rules[PGD_WIRE_TYPE_MAX + 1] = {
     [PGD_WIRE_END] = {"END", {0}, 0, 0, 0, {0}},
     [PGD_WIRE_BATCH_SHM] = {"BATCH_SHM", {[F_N_IMAGES] = POS, IMAGE_COUNTS}, BATCH_FLAGS, PGD_WIRE_PHASE_MASK, 5,
                             {FR_SHMREF, FR_CELLS, FR_IDS, FR_LABELS, FR_SEGMENT}},
-    [PGD_WIRE_RELEASE] = {"RELEASE", {[F_CREDIT] = ANY}, 0, 0, 0, {0}},
+    [PGD_WIRE_RELEASE] = {"RELEASE", {[F_CREDIT] = ANY, [F_ATTEMPT] = ANY}, 0, 0, 0, {0}},
+    [PGD_WIRE_PATCHES_SHM] = {"PATCHES_SHM", {[F_N_IMAGES] = ONE, IMAGE_COUNTS, [F_ATTEMPT] = POS}, 0, 0, 3,
+                              {FR_SHMREF, FR_CELLS, FR_SEGMENT}},
 };
 
 static const type_rule *rule_of(unsigned type)
@@ -490,18 +492,23 @@ static void read_shmref(const uint8_t *p, pgd_wire_shmref *r)
     r->offset = get_u64(p);
     r->length = get_u64(p + 8);
     r->slot = get_u32(p + 16);
+    r->generation = get_u64(p + 24);
 }
 
-/* The shmref: reserved bytes 0, an aligned offset that leaves room for the length without wrapping, and the
- * length the counts give a pixels frame (which also bounds it by PGD_WIRE_MAX_PAYLOAD). */
+/* The shmref: reserved bytes 0, an aligned offset that leaves room for the length without wrapping, the
+ * length the counts give a pixels frame (which also bounds it by PGD_WIRE_MAX_PAYLOAD); PATCHES_SHM also
+ * carries the region's generation (even, >= 2), which is reserved (0) in BATCH_SHM. */
 static int check_shmref(const pgd_wire_header *h, const type_rule *t, const uint8_t *p, pgd_wire_shmref *r, vctx *v)
 {
     read_shmref(p, r);
     uint32_t r20 = get_u32(p + 20);
-    uint64_t r24 = get_u64(p + 24);
-    if (r20 != 0 || r24 != 0)
+    int has_gen = h->type == PGD_WIRE_PATCHES_SHM;
+    if (r20 != 0 || (!has_gen && r->generation != 0))
         return VFAIL(v, PGD_WIRE_R_RESERVED, "wire: %s shmref reserved field at byte %d is 0x%llx, must be 0", t->name,
-                     r20 ? 20 : 24, (unsigned long long)(r20 ? r20 : r24));
+                     r20 ? 20 : 24, (unsigned long long)(r20 ? r20 : r->generation));
+    if (has_gen && (r->generation < 2 || r->generation % 2 != 0))
+        return VFAIL(v, PGD_WIRE_R_SHMREF, "wire: %s shmref generation %llu, expected an even number >= 2", t->name,
+                     (unsigned long long)r->generation);
     if (r->offset % PGD_WIRE_SHM_ALIGN != 0 || r->offset > UINT64_MAX - PGD_WIRE_MAX_PAYLOAD)
         return VFAIL(v, PGD_WIRE_R_SHMREF, "wire: %s shmref offset %llu is not a multiple of %d below 2^64 - 2^31",
                      t->name, (unsigned long long)r->offset, PGD_WIRE_SHM_ALIGN);
@@ -806,7 +813,7 @@ void pgd_wire_put_shmref(void *out, const pgd_wire_shmref *ref)
     put_u64(p + 8, ref->length);
     put_u32(p + 16, ref->slot);
     put_u32(p + 20, 0);
-    put_u64(p + 24, 0);
+    put_u64(p + 24, ref->generation);
 }
 
 /* --- bad-message bookkeeping ------------------------------------------------------------------------ */

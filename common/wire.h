@@ -1,4 +1,4 @@
-/* wire.h: the pgd wire format, version 1 (revision 2): header layout, message types, encode, validate, decode. */
+/* wire.h: the pgd wire format, version 1 (revision 3): header layout, message types, encode, validate, decode. */
 #ifndef PGD_WIRE_H
 #define PGD_WIRE_H
 
@@ -26,7 +26,7 @@
 #define PGD_WIRE_SHMREF_SIZE 32                    /* BATCH_SHM: where the pixels lie in the segment */
 #define PGD_WIRE_SEGMENT_MAX 255                   /* BATCH_SHM: the shared-memory object's name */
 #define PGD_WIRE_SHM_ALIGN 64                      /* BATCH_SHM: offsets are multiples of this */
-#define PGD_WIRE_REVISION 2                        /* additions within version 1 (docs/formats.md) */
+#define PGD_WIRE_REVISION 3                        /* additions within version 1 (docs/formats.md) */
 
 typedef enum pgd_wire_type {
     PGD_WIRE_HELLO = 1,     /* loader -> sampler: registration, credit = jobs it can hold; frame: name */
@@ -41,9 +41,12 @@ typedef enum pgd_wire_type {
     PGD_WIRE_BATCH_SHM = 10, /* sampler -> trainer (revision 2): a BATCH whose pixels lie in shared memory;
                               * frames shmref, cells, ids, labels, segment */
     PGD_WIRE_RELEASE = 11,  /* trainer -> sampler (revision 2): BATCH_SHM task_id read, its memory is free
-                             * again; credit = more messages granted (0 allowed); no frames */
+                             * again; credit = more messages granted (0 allowed); no frames. sampler -> loader
+                             * (revision 3): the region of PATCHES_SHM task_id / attempt is read */
+    PGD_WIRE_PATCHES_SHM = 12, /* loader -> sampler (revision 3): a PATCHES whose pixels lie in the loader's
+                                * shared memory; frames shmref, cells, segment */
 } pgd_wire_type;
-#define PGD_WIRE_TYPE_MAX 11
+#define PGD_WIRE_TYPE_MAX 12
 
 /* BATCH flags: exactly one phase flag, plus the optional markers. Other types take no flags. */
 #define PGD_WIRE_FLAG_FILL 0x01u      /* Z-fill sweep, no gradient */
@@ -56,6 +59,10 @@ typedef enum pgd_wire_type {
 
 /* CREDIT flags (revision 2). */
 #define PGD_WIRE_CREDIT_SHM 0x01u /* the consumer reads BATCH_SHM (it runs on the sampler's host) */
+
+/* HELLO and JOB flags (revision 3). */
+#define PGD_WIRE_HELLO_SHM 0x01u /* the loader can answer PATCHES_SHM (it offers; the sampler decides per JOB) */
+#define PGD_WIRE_JOB_SHM 0x01u   /* the sampler takes a PATCHES_SHM answer to this JOB */
 
 /* JOB spec geometry. */
 #define PGD_WIRE_GEOM_FIT 1u
@@ -80,7 +87,7 @@ typedef enum pgd_wire_reason {
     PGD_WIRE_R_CELL,      /* cell outside the grid */
     PGD_WIRE_R_ID,        /* malformed image id slot */
     PGD_WIRE_R_LABEL,     /* label below -1 */
-    PGD_WIRE_R_SHMREF,    /* bad BATCH_SHM shmref frame (reserved bytes, alignment, length) */
+    PGD_WIRE_R_SHMREF,    /* bad shmref frame (alignment, length, generation) */
     PGD_WIRE_R_MAX
 } pgd_wire_reason;
 
@@ -124,11 +131,12 @@ typedef struct pgd_wire_job_spec {
     double mpp;        /* native with level -1: microns per pixel (finite, > 0); otherwise 0 */
 } pgd_wire_job_spec;
 
-/* The parsed BATCH_SHM shmref frame (32 bytes on the wire, reserved fields 0). */
+/* The parsed shmref frame of BATCH_SHM and PATCHES_SHM (32 bytes on the wire, reserved fields 0). */
 typedef struct pgd_wire_shmref {
-    uint64_t offset; /* bytes from the start of the segment; a multiple of PGD_WIRE_SHM_ALIGN */
-    uint64_t length; /* the pixels' bytes: n_images x ppi x p x p x c, as a BATCH pixels frame */
-    uint32_t slot;   /* the sender's slot number (for logs) */
+    uint64_t offset;     /* bytes from the start of the segment; a multiple of PGD_WIRE_SHM_ALIGN */
+    uint64_t length;     /* the pixels' bytes: n_images x ppi x p x p x c, as a pixels frame */
+    uint32_t slot;       /* the sender's slot number (for logs) */
+    uint64_t generation; /* PATCHES_SHM: the region's generation, even and >= 2; BATCH_SHM: 0 */
 } pgd_wire_shmref;
 
 /* A decoded message. Every pointer points into the frames given to pgd_wire_decode (no copies): it is
@@ -143,10 +151,11 @@ typedef struct pgd_wire_msg {
     size_t n_cells;          /* n_images x patches_per_image */
     const uint8_t *ids;      /* BATCH: n_images x 64-byte slots */
     const uint8_t *labels;   /* BATCH: n_images x i32 */
-    const char *text;        /* HELLO name, JOB path, JOB_ERROR reason, BATCH_SHM segment: NOT NUL-terminated */
+    const char *text;        /* HELLO name, JOB path, JOB_ERROR reason, BATCH_SHM / PATCHES_SHM segment: NOT
+                              * NUL-terminated */
     size_t text_len;
     pgd_wire_job_spec spec;  /* JOB */
-    pgd_wire_shmref shm;     /* BATCH_SHM (pixels is then NULL: they lie in the segment) */
+    pgd_wire_shmref shm;     /* BATCH_SHM, PATCHES_SHM (pixels is then NULL: they lie in the segment) */
 } pgd_wire_msg;
 
 /* "HELLO", "BATCH", ...; "UNKNOWN" for anything else. */
@@ -200,7 +209,7 @@ void pgd_wire_put_label(void *labels, size_t i, int32_t label);
 int pgd_wire_put_id(void *ids, size_t i, const char *id, pgd_err *err);
 /* Write the 32-byte JOB spec frame (reserved fields 0). Its rules are checked by pgd_wire_encode. */
 void pgd_wire_put_spec(void *out, const pgd_wire_job_spec *spec);
-/* Write the 32-byte BATCH_SHM shmref frame (reserved fields 0). Checked by pgd_wire_encode. */
+/* Write the 32-byte shmref frame (reserved fields 0; generation for PATCHES_SHM). Checked by pgd_wire_encode. */
 void pgd_wire_put_shmref(void *out, const pgd_wire_shmref *ref);
 
 /* Bad-message bookkeeping for receivers: count every rejected message, log each reason once. */

@@ -41,6 +41,9 @@ static const pgd_cfg_opt opts[] = {
      "file with the sampler's CURVE public key: the link is encrypted and the sampler authenticated", 0},
     {"curve_secret_file", PGD_CFG_STRING, offsetof(pgd_serve_opts, curve_secret_file), NULL, 0, 0, NULL,
      "file with this loader's CURVE secret key (default: a fresh key pair)", 0},
+    {"shm", PGD_CFG_ENUM, offsetof(pgd_serve_opts, shm), "auto", 0, 0, "auto|yes|no",
+     "decode into shared memory the sampler reads (only a reference crosses the socket); auto: ipc:// endpoints",
+     0},
     {NULL},
 };
 
@@ -99,11 +102,13 @@ static void summary(const pgd_serve *s)
 {
     const char *why = s->fatal ? "socket failure" : s->stop ? "STOP" : "signal";
     pgd_info("exiting (%s): jobs ok %llu, failed %llu, unanswered %llu; %llu patches, %.1f MP decoded; "
-             "%llu bad messages dropped; slides opened %llu, reused %llu, closed for room %llu",
+             "%llu bad messages dropped; slides opened %llu, reused %llu, closed for room %llu; "
+             "answers in shared memory %llu",
              why, (unsigned long long)s->n.jobs_ok, (unsigned long long)s->n.jobs_failed,
              (unsigned long long)s->n.jobs_dropped, (unsigned long long)s->n.patches, s->n.megapixels,
              (unsigned long long)s->bad.rejected, (unsigned long long)s->n.slide_opens,
-             (unsigned long long)s->n.slide_hits, (unsigned long long)s->n.slide_evictions);
+             (unsigned long long)s->n.slide_hits, (unsigned long long)s->n.slide_evictions,
+             (unsigned long long)s->n.shm_answers);
     pgd_wire_stats_log(&s->bad);
 }
 
@@ -122,14 +127,16 @@ static int serve(pgd_serve *s)
         if (rc == PGD_EXIT_FAIL)
             pgd_log_err(&err);
     } else {
-        pgd_info("serving %s as '%s', credit %lld, heartbeat %lld ms", s->o.connect, s->name,
-                 (long long)s->o.credit, (long long)s->o.heartbeat_ms);
+        pgd_info("serving %s as '%s', credit %lld, heartbeat %lld ms%s", s->o.connect, s->name,
+                 (long long)s->o.credit, (long long)s->o.heartbeat_ms,
+                 s->shm_on ? ", pixels through shared memory when the sampler takes them" : "");
         run(s);
         summary(s);
         rc = s->fatal ? PGD_EXIT_FAIL : PGD_EXIT_OK;
     }
     pgd_serve_drop_slide(s);
     pgd_serve_close(s);
+    pgd_serve_shm_close(&s->shm);
     pgd_sigpipe_restore();
     return rc;
 }

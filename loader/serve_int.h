@@ -7,6 +7,7 @@
 
 #include "err.h"
 #include "loader/patcher.h"
+#include "loader/serve.h"
 #include "wire.h"
 #include "wire_zmq.h"
 
@@ -24,6 +25,7 @@ typedef struct pgd_serve_opts {
     int64_t cache_slides; /* and at most this many */
     char *curve_server_key;  /* the sampler's public key file: CURVE on the link, or NULL */
     char *curve_secret_file; /* this loader's secret key file, or NULL for a fresh key pair */
+    int shm;                 /* 0 auto (ipc:// endpoints), 1 yes, 2 no: offer PATCHES_SHM */
 } pgd_serve_opts;
 
 typedef struct pgd_serve_counts {
@@ -32,6 +34,7 @@ typedef struct pgd_serve_counts {
     double megapixels;                           /* pixels of the patches sent, in millions */
     uint64_t hellos, heartbeats;
     uint64_t slide_opens, slide_hits, slide_evictions;
+    uint64_t shm_answers;                        /* PATCHES_SHM sent (the rest went inline) */
 } pgd_serve_counts;
 
 /* One open slide of the cache. */
@@ -69,6 +72,8 @@ typedef struct pgd_serve {
     uint64_t run_id; /* of the last JOB, echoed in HEARTBEATs */
     pgd_wire_stats bad;
     pgd_serve_counts n;
+    int shm_on;         /* HELLO offers PATCHES_SHM; answers go there when the JOB allows it */
+    pgd_serve_shm shm;  /* the segment of the current run, made at its first such JOB */
 } pgd_serve;
 
 /* serve_net.c: the socket */

@@ -234,6 +234,52 @@ static int send_patches(pgd_serve *s, const pgd_wire_msg *m, const uint8_t *pixe
     return pgd_serve_send_reply(s, &r, f, 2, err);
 }
 
+/* PATCHES_SHM: the pixels are in region `region` of the segment; only the reference goes. */
+static int send_patches_shm(pgd_serve *s, const pgd_wire_msg *m, int region, pgd_err *err)
+{
+    pgd_wire_header r;
+    reply_header(&r, PGD_WIRE_PATCHES_SHM, &m->h);
+    r.n_images = 1;
+    r.patches_per_image = m->h.patches_per_image;
+    r.patch_size = m->h.patch_size;
+    r.channels = 3;
+    r.grid_m = m->h.grid_m;
+    r.grid_n = m->h.grid_n;
+    size_t bytes = m->n_cells * (size_t)m->h.patch_size * m->h.patch_size * 3;
+    pgd_wire_shmref ref;
+    pgd_serve_shm_finish(&s->shm, region, bytes, &ref);
+    uint8_t refbuf[PGD_WIRE_SHMREF_SIZE];
+    pgd_wire_put_shmref(refbuf, &ref);
+    pgd_wire_frame f[3] = {{refbuf, sizeof refbuf},
+                           {m->cells, m->n_cells * PGD_WIRE_CELL_SIZE},
+                           {s->shm.name, strlen(s->shm.name)}};
+    return pgd_serve_send_reply(s, &r, f, 3, err);
+}
+
+/* Where a job's pixels go when the sampler takes PATCHES_SHM: a region of this run's segment (made at the
+ * first such job, and again for a new run or a larger job once no region is lent). Returns the region, or -1:
+ * the job's pixels go inline (every region lent, or no segment could be made: then shm stays off). */
+static int shm_region(pgd_serve *s, const pgd_wire_msg *m, size_t bytes, uint8_t **pixels)
+{
+    if (!s->shm_on || !(m->h.flags & PGD_WIRE_JOB_SHM))
+        return -1;
+    pgd_serve_shm *g = &s->shm;
+    if (!g->base || g->run_id != m->h.run_id || bytes + PGD_SERVE_SHM_GEN > g->slot_size) {
+        if (g->base && g->run_id == m->h.run_id && pgd_serve_shm_lent(g) > 0)
+            return -1; /* a larger job while regions are lent: this one inline, the segment grows later */
+        pgd_serve_shm_close(g);
+        uint32_t regions = s->o.credit + 2 < 64 ? (uint32_t)s->o.credit + 2 : 64;
+        pgd_err e = PGD_ERR_INIT;
+        if (pgd_serve_shm_create(g, regions, bytes, m->h.run_id, &e) != 0) {
+            pgd_warn("%s: answers go inline from now on", e.msg);
+            s->shm_on = 0;
+            return -1;
+        }
+        pgd_debug("patch segment %s: %u regions of %.1f MB", g->name, g->nslots, (double)g->slot_size / 1e6);
+    }
+    return pgd_serve_shm_take(g, m->h.task_id, m->h.attempt, bytes, pixels);
+}
+
 static int send_error(pgd_serve *s, const pgd_wire_msg *m, const char *reason)
 {
     char text[PGD_WIRE_TEXT_MAX + 1];
@@ -260,24 +306,33 @@ int pgd_serve_job(pgd_serve *s, const pgd_wire_rx *rx)
     int64_t t0 = pgd_clock_ms();
     pgd_err err = PGD_ERR_INIT;
     uint8_t *pixels = NULL;
-    int rc = JOB_FAILED;
+    int rc = JOB_FAILED, region = -1;
     pgd_debug("job %llu attempt %u: %s, %zu cells", task, m->h.attempt, path, m->n_cells);
     if (prepare(s, m, path, &err) == 0) {
         size_t bytes = m->n_cells * (size_t)m->h.patch_size * m->h.patch_size * 3;
-        pixels = malloc(bytes ? bytes : 1);
+        region = shm_region(s, m, bytes, &pixels);
+        if (region < 0)
+            pixels = malloc(bytes ? bytes : 1);
         if (!pixels)
             pgd_fail(&err, PGD_ENOMEM, "%s: out of memory for %zu bytes of patches", path, bytes);
         else
             rc = decode(s, m, pixels, &err);
     }
     if (rc == JOB_DONE) {
-        int sent = send_patches(s, m, pixels, &err);
+        int sent = region >= 0 ? send_patches_shm(s, m, region, &err) : send_patches(s, m, pixels, &err);
         if (sent < 0 && !s->fatal) /* the encoder refused the reply: say so to the sampler */
             rc = JOB_FAILED;
         else
             rc = sent < 0 ? JOB_FATAL : sent > 0 ? JOB_ABORTED : JOB_DONE;
+        if (sent == 0 && region >= 0)
+            s->n.shm_answers++;
+        else if (region >= 0)
+            pgd_serve_shm_abandon(&s->shm, region);
+    } else if (region >= 0) {
+        pgd_serve_shm_abandon(&s->shm, region);
     }
-    free(pixels);
+    if (region < 0)
+        free(pixels);
     if (rc == JOB_FAILED) {
         if (!pgd_err_is_set(&err))
             pgd_fail(&err, PGD_EIO, "decoding failed");

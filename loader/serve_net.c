@@ -32,6 +32,7 @@ static int send_control(pgd_serve *s, pgd_wire_type type)
     size_t n = 0;
     if (type == PGD_WIRE_HELLO) {
         h.credit = (uint32_t)s->o.credit;
+        h.flags = s->shm_on ? PGD_WIRE_HELLO_SHM : 0;
         n = 1;
     }
     pgd_err e = PGD_ERR_INIT;
@@ -55,6 +56,7 @@ static int send_control(pgd_serve *s, pgd_wire_type type)
 
 int pgd_serve_open(pgd_serve *s, pgd_err *err)
 {
+    s->shm_on = s->o.shm == 1 || (s->o.shm == 0 && strncmp(s->o.connect, "ipc://", 6) == 0);
     s->inbox_cap = (size_t)s->o.credit + 4;
     s->inbox = calloc(s->inbox_cap, sizeof *s->inbox);
     if (!s->inbox)
@@ -121,6 +123,11 @@ static void note_message(pgd_serve *s, const pgd_wire_msg *m)
         if (!s->stop)
             pgd_info("STOP from the sampler");
         s->stop = 1;
+        break;
+    case PGD_WIRE_RELEASE: /* the sampler has read a PATCHES_SHM: its region is free again */
+        if (pgd_serve_shm_release(&s->shm, m->h.task_id, m->h.attempt) != 0)
+            pgd_debug("RELEASE of job %llu attempt %u, which holds no region: ignored",
+                      (unsigned long long)m->h.task_id, m->h.attempt);
         break;
     default: {
         pgd_err e = PGD_ERR_INIT;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "err.h"
+#include "loader/serve.h"
 #include "manifest.h"
 #include "sampler/batch_ring.h"
 #include "sampler/sampler.h"
@@ -32,6 +33,9 @@ typedef struct pgd_sampler_opts {
     int shm; /* 0 auto (ipc:// consumer endpoints), 1 yes, 2 no */
     int64_t shm_slots, shm_mb, consumer_timeout_ms;
     char *curve_secret_file; /* CURVE server key for the loaders' socket, or NULL */
+    int loader_shm;          /* take PATCHES_SHM from loaders that offer it */
+    char *curve_clients_file; /* the loaders' CURVE public keys allowed (ZAP), or NULL: any key */
+    int64_t start_epoch, start_batch; /* resume the schedule at this batch (schedule.h) */
 } pgd_sampler_opts;
 
 enum { SMP_JOB_QUEUED = 0, SMP_JOB_SENT, SMP_JOB_DONE, SMP_JOB_FAILED };
@@ -93,12 +97,17 @@ typedef struct smp_loader {
     int64_t last_rx;  /* monotonic ms */
     int alive;
     uint64_t done;    /* results accepted from it */
+    int shm;          /* its HELLO offered PATCHES_SHM and its segment was readable so far: JOBs allow it */
+    int shm_broken;   /* its segment could not be read here: its JOBs never allow PATCHES_SHM again */
+    pgd_serve_shm seg; /* its segment, mapped read-only at its first PATCHES_SHM */
 } smp_loader;
 
 typedef struct smp_counts {
     uint64_t jobs_sent, reissued, results, duplicates, job_errors, mismatched, unexpected;
     uint64_t batches, skipped, patches, bytes;
     uint64_t loaders_dead;
+    uint64_t shm_results, shm_failed; /* PATCHES_SHM copied; dropped (unreadable or overwritten) */
+    uint64_t zap_refused;             /* CURVE handshakes refused: key not in curve_clients_file */
 } smp_counts;
 
 typedef struct pgd_sampler {
@@ -112,6 +121,9 @@ typedef struct pgd_sampler {
     uint32_t channels;
     FILE *errors, *progress; /* run_dir files, or NULL */
     void *ctx, *lsock, *csock;
+    void *zap;                 /* the ZAP handler's REP socket, when curve_clients_file is set */
+    uint8_t (*zap_keys)[32];   /* the allowed loaders' public keys */
+    uint32_t nzap_keys;
     int sigfd;
     /* the window: a ring of slots, in schedule order from head */
     smp_slot *slots;
@@ -178,6 +190,28 @@ int pgd_sampler_dispatch(pgd_sampler *s);
 int pgd_sampler_liveness(pgd_sampler *s);
 /* STOP to every known loader. */
 void pgd_sampler_stop_loaders(pgd_sampler *s);
+
+/* sampler_lshm.c: loaders' answers in shared memory */
+/* Map the segment PATCHES_SHM m names for loader li (at its first answer, or again when it names another one:
+ * before the RELEASE that lets the loader remove the name). 0, or -1 with err: it cannot be read here
+ * (PGD_ENOENT: not on this host); the loader's later JOBs then go without the SHM flag. */
+int pgd_sampler_shm_map(pgd_sampler *s, int li, const pgd_wire_msg *m, pgd_err *err);
+/* Copy the pixels of PATCHES_SHM m out of loader li's mapped segment into dst. 0, or -1 with err: outside
+ * the segment (PGD_EFORMAT) or the region was written again (PGD_EBUSY). */
+int pgd_sampler_shm_copy(pgd_sampler *s, int li, const pgd_wire_msg *m, uint8_t *dst, pgd_err *err);
+/* RELEASE (task_id, attempt of h) to the loader rid: the region of its PATCHES_SHM is free again. */
+void pgd_sampler_shm_release(pgd_sampler *s, pgd_wire_frame rid, const pgd_wire_header *h);
+/* Unmap every loader's segment. */
+void pgd_sampler_shm_unmap(pgd_sampler *s);
+
+/* sampler_zap.c: the loaders' CURVE keys checked against curve_clients_file */
+/* Read the allow-list and bind the ZAP handler (before the loaders' socket binds). Nothing without
+ * curve_clients_file. -1: PGD_EINVAL for a bad file or without curve_secret_file, PGD_EIO otherwise. */
+int pgd_sampler_zap_open(pgd_sampler *s, pgd_err *err);
+/* Answer one waiting ZAP request. 0 answered, 1 none waiting (or no handler), -1 fatal (s->reason set). */
+int pgd_sampler_zap_rx(pgd_sampler *s);
+/* Close the handler's socket (before the context terminates) and free the list. */
+void pgd_sampler_zap_close(pgd_sampler *s);
 
 /* sampler_window.c */
 /* Fill free slots from the schedule. -1: fatal (the schedule failed). */

@@ -66,14 +66,15 @@ static void mismatch(pgd_sampler *s, const char *fmt, uint64_t task)
         pgd_warn(fmt, (unsigned long long)task);
 }
 
-/* A PATCHES reply: the first one for a pending job counts, anything else is dropped and counted. */
-static void on_patches(pgd_sampler *s, const pgd_wire_msg *m)
+/* The pending job a PATCHES or PATCHES_SHM answers (slot and image), or NULL: a late or duplicate answer, or
+ * one whose counts or cells differ from the JOB's (both counted). */
+static smp_slot *match_result(pgd_sampler *s, const pgd_wire_msg *m, uint32_t *img)
 {
     uint32_t i;
     smp_slot *sl = m->h.run_id == (uint64_t)s->o.run_id ? pgd_sampler_find_task(s, m->h.task_id, &i) : NULL;
     if (!sl || sl->jobs[i].state == SMP_JOB_DONE || sl->jobs[i].state == SMP_JOB_FAILED) {
         s->n.duplicates++;
-        return;
+        return NULL;
     }
     uint32_t ppi = sl->st.patches_per_image;
     size_t cl = (size_t)ppi * PGD_WIRE_CELL_SIZE;
@@ -81,10 +82,20 @@ static void on_patches(pgd_sampler *s, const pgd_wire_msg *m)
         m->h.grid_m != sl->st.grid_m || m->h.grid_n != sl->st.grid_n || m->n_cells != ppi ||
         memcmp(m->cells, sl->cells + i * cl, cl) != 0) {
         mismatch(s, "PATCHES for job %llu do not match the JOB (counts or cells differ): dropped", m->h.task_id);
-        return;
+        return NULL;
     }
-    size_t pb = (size_t)ppi * s->o.patch * s->o.patch * s->channels;
-    memcpy(sl->pixels + i * pb, m->pixels, pb);
+    *img = i;
+    return sl;
+}
+
+static size_t image_bytes(const pgd_sampler *s, const smp_slot *sl)
+{
+    return (size_t)sl->st.patches_per_image * s->o.patch * s->o.patch * s->channels;
+}
+
+/* Job i of sl is answered: the first answer counts. */
+static void accept_result(pgd_sampler *s, smp_slot *sl, uint32_t i)
+{
     smp_job *j = &sl->jobs[i];
     if (j->state == SMP_JOB_SENT && j->loader >= 0 && s->loaders[j->loader].out > 0)
         s->loaders[j->loader].out--;
@@ -92,6 +103,51 @@ static void on_patches(pgd_sampler *s, const pgd_wire_msg *m)
     j->loader = -1;
     sl->pending--;
     s->n.results++;
+}
+
+/* A PATCHES reply: the pixels are copied into the message's buffer at the image's place. */
+static void on_patches(pgd_sampler *s, const pgd_wire_msg *m)
+{
+    uint32_t i;
+    smp_slot *sl = match_result(s, m, &i);
+    if (!sl)
+        return;
+    size_t pb = image_bytes(s, sl);
+    memcpy(sl->pixels + i * pb, m->pixels, pb);
+    accept_result(s, sl, i);
+}
+
+/* A PATCHES_SHM reply: the pixels are copied from the loader's region into their place; the region goes back
+ * to the loader (RELEASE) whatever became of the answer. When the copy fails (the segment is not readable
+ * here, or the region was written again), the answer does not count: the job goes out again if this was its
+ * current attempt (another attempt in flight will answer otherwise). */
+static void on_patches_shm(pgd_sampler *s, int li, pgd_wire_frame rid, const pgd_wire_msg *m)
+{
+    uint32_t i;
+    pgd_err e = PGD_ERR_INIT;
+    /* mapped even for an answer that does not count: the RELEASE below lets the loader remove the name */
+    int mapped = li >= 0 && pgd_sampler_shm_map(s, li, m, &e) == 0;
+    smp_slot *sl = li >= 0 ? match_result(s, m, &i) : NULL;
+    if (sl) {
+        size_t pb = image_bytes(s, sl);
+        if (mapped && pgd_sampler_shm_copy(s, li, m, sl->pixels + i * pb, &e) == 0) {
+            accept_result(s, sl, i);
+            s->n.shm_results++;
+        } else {
+            smp_job *j = &sl->jobs[i];
+            s->n.shm_failed++;
+            if (e.code == PGD_EBUSY) /* an unreadable segment was logged when it was found so */
+                pgd_warn("PATCHES_SHM for job %llu attempt %u dropped: %s", (unsigned long long)m->h.task_id,
+                         m->h.attempt, e.msg);
+            if (j->state == SMP_JOB_SENT && j->attempt == m->h.attempt) {
+                if (j->loader >= 0 && s->loaders[j->loader].out > 0)
+                    s->loaders[j->loader].out--;
+                j->state = SMP_JOB_QUEUED;
+                j->loader = -1;
+            }
+        }
+    }
+    pgd_sampler_shm_release(s, rid, &m->h);
 }
 
 static void on_job_error(pgd_sampler *s, const pgd_wire_msg *m)
@@ -115,6 +171,8 @@ static void on_hello(pgd_sampler *s, int li, const pgd_wire_msg *m)
 {
     smp_loader *l = &s->loaders[li];
     l->credit = m->h.credit;
+    /* a segment that could not be read here once keeps the loader inline, even if it offers again */
+    l->shm = s->o.loader_shm && (m->h.flags & PGD_WIRE_HELLO_SHM) && !l->shm_broken;
     size_t n = m->text_len < PGD_WIRE_NAME_MAX ? m->text_len : PGD_WIRE_NAME_MAX;
     memcpy(l->name, m->text, n);
     l->name[n] = '\0';
@@ -167,6 +225,11 @@ int pgd_sampler_loader_rx(pgd_sampler *s)
         if (li >= 0)
             s->loaders[li].done++;
         break;
+    case PGD_WIRE_PATCHES_SHM:
+        on_patches_shm(s, li, pgd_wire_rx_routing_id(&rx), m);
+        if (li >= 0)
+            s->loaders[li].done++;
+        break;
     case PGD_WIRE_JOB_ERROR:
         on_job_error(s, m);
         break;
@@ -211,6 +274,7 @@ static int send_job(pgd_sampler *s, int li, smp_slot *sl, uint32_t i, pgd_err *e
     const pgd_manifest_entry *e = &s->man->entries[sl->images[i]];
     pgd_wire_header h;
     pgd_wire_header_init(&h, PGD_WIRE_JOB);
+    h.flags = s->loaders[li].shm ? PGD_WIRE_JOB_SHM : 0;
     h.run_id = (uint64_t)s->o.run_id;
     h.task_id = sl->task0 + i;
     h.epoch = sl->st.epoch;

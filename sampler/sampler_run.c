@@ -32,8 +32,9 @@ static int usage_error(const char *fmt, ...)
 /* Wait for either socket or a signal, at most timeout_ms. */
 static int wait_events(pgd_sampler *s, long timeout_ms)
 {
-    zmq_pollitem_t it[3] = {{s->lsock, 0, ZMQ_POLLIN, 0}, {s->csock, 0, ZMQ_POLLIN, 0}, {NULL, s->sigfd, ZMQ_POLLIN, 0}};
-    if (zmq_poll(it, 3, timeout_ms) < 0 && errno != EINTR) {
+    zmq_pollitem_t it[4] = {{s->lsock, 0, ZMQ_POLLIN, 0}, {s->csock, 0, ZMQ_POLLIN, 0}, {NULL, s->sigfd, ZMQ_POLLIN, 0},
+                            {s->zap, 0, ZMQ_POLLIN, 0}};
+    if (zmq_poll(it, s->zap ? 4 : 3, timeout_ms) < 0 && errno != EINTR) {
         snprintf(s->reason, sizeof s->reason, "zmq_poll: %s", zmq_strerror(errno));
         return -1;
     }
@@ -44,6 +45,13 @@ static int wait_events(pgd_sampler *s, long timeout_ms)
 
 static int drain(pgd_sampler *s)
 {
+    for (int k = 0; k < MAX_RX_PER_ROUND; k++) {
+        int rc = pgd_sampler_zap_rx(s);
+        if (rc < 0)
+            return -1;
+        if (rc > 0)
+            break;
+    }
     for (int k = 0; k < MAX_RX_PER_ROUND; k++) {
         int rc = pgd_sampler_loader_rx(s);
         if (rc < 0)
@@ -119,14 +127,17 @@ static void summary(const pgd_sampler *s)
     double secs = (double)(pgd_clock_ms() - s->started_ms) / 1000.0;
     pgd_info("%s: %llu BATCH messages (%llu skipped), %llu patches, %.1f MB in %.2f s; jobs sent %llu (%llu re-issued), "
              "results %llu, late or duplicate %llu, job errors %llu, mismatched %llu, unexpected %llu; loaders %u, "
-             "declared dead %llu; bad messages %llu",
+             "declared dead %llu; bad messages %llu; loader answers from shared memory %llu (dropped %llu)",
              s->complete ? "stream complete" : s->signalled ? "stopped by a signal" : "stream failed",
              (unsigned long long)n->batches, (unsigned long long)n->skipped, (unsigned long long)n->patches,
              (double)n->bytes / 1e6, secs, (unsigned long long)n->jobs_sent, (unsigned long long)n->reissued,
              (unsigned long long)n->results, (unsigned long long)n->duplicates, (unsigned long long)n->job_errors,
              (unsigned long long)n->mismatched, (unsigned long long)n->unexpected, s->nloaders,
-             (unsigned long long)n->loaders_dead, (unsigned long long)s->bad.rejected);
+             (unsigned long long)n->loaders_dead, (unsigned long long)s->bad.rejected,
+             (unsigned long long)n->shm_results, (unsigned long long)n->shm_failed);
     pgd_wire_stats_log(&s->bad);
+    if (n->zap_refused)
+        pgd_info("CURVE handshakes refused (key not in curve_clients_file): %llu", (unsigned long long)n->zap_refused);
     if (s->progress)
         fprintf(s->progress, "# %s: batches %llu skipped %llu patches %llu rejected %llu duplicates %llu reissued %llu\n",
                 s->complete ? "complete" : "incomplete", (unsigned long long)n->batches, (unsigned long long)n->skipped,

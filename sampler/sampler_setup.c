@@ -37,6 +37,10 @@ static const pgd_cfg_opt opts[] = {
     {"shared_positions", PGD_CFG_BOOL, O(shared_positions), "no", 0, 0, NULL, "same inner cells for every image of a batch",
      0},
     {"seed", PGD_CFG_INT, O(seed), "0", 0, 9007199254740991.0, NULL, "the root of every random choice", 0},
+    {"start_epoch", PGD_CFG_INT, O(start_epoch), "0", 0, 1000000, NULL,
+     "resume: the stream starts at this epoch (epochs: the end, an empty stream)", 0},
+    {"start_batch", PGD_CFG_INT, O(start_batch), "0", 0, 4294967295.0, NULL,
+     "resume: the stream starts at this image batch of start_epoch", 0},
     {"run_id", PGD_CFG_INT, O(run_id), "0", 0, 9007199254740991.0, NULL, "run id in wire headers (0: from the clock)", 0},
     {"loaders_endpoint", PGD_CFG_STRING, O(loaders_endpoint), "tcp://127.0.0.1:5555", 0, 0, NULL,
      "ROUTER the loaders connect to", 0},
@@ -58,6 +62,12 @@ static const pgd_cfg_opt opts[] = {
     {"curve_secret_file", PGD_CFG_STRING, O(curve_secret_file), NULL, 0, 0, NULL,
      "CURVE secret key file for the loaders' socket (pgd-sampler keygen makes one): encrypted links, and only "
      "loaders given the matching public key connect", 0},
+    {"curve_clients_file", PGD_CFG_STRING, O(curve_clients_file), NULL, 0, 0, NULL,
+     "with curve_secret_file: file of the loaders' CURVE public keys allowed to connect, one Z85 key per line "
+     "(a ZAP handler refuses every other key)", 0},
+    {"loader_shm", PGD_CFG_BOOL, O(loader_shm), "yes", 0, 0, NULL,
+     "take PATCHES pixels from the shared memory of loaders on this host that offer it (only a reference crosses "
+     "the socket)", 0},
     {"consumer_timeout_ms", PGD_CFG_INT, O(consumer_timeout_ms), "60000", 1, 86400000, NULL,
      "fail when a BATCH is ready and no consumer has been heard from for this long", 0},
     {NULL},
@@ -145,6 +155,8 @@ static int sched_config(pgd_sampler *s, pgd_err *err)
     c->fill_chunk = (uint32_t)s->o.fill_chunk;
     c->inner_chunk = (uint32_t)s->o.inner_chunk;
     c->shared_positions = s->o.shared_positions;
+    c->start_epoch = (uint32_t)s->o.start_epoch;
+    c->start_batch = (uint32_t)s->o.start_batch;
     s->sched = pgd_sched_open(c, err);
     return s->sched ? 0 : -1;
 }
@@ -313,6 +325,8 @@ int pgd_sampler_open_net(pgd_sampler *s, pgd_err *err)
     s->ctx = zmq_ctx_new();
     if (!s->ctx)
         return pgd_fail_errno(err, PGD_EIO, "zmq_ctx_new");
+    if (pgd_sampler_zap_open(s, err) != 0) /* before the loaders' socket: no handshake goes unchecked */
+        return -1;
     s->lsock = bind_router(s, s->o.loaders_endpoint, "loaders_endpoint", s->o.curve_secret_file, err);
     if (!s->lsock)
         return -1;
@@ -327,6 +341,7 @@ void pgd_sampler_teardown(pgd_sampler *s)
     if (s->csock)
         zmq_close(s->csock);
     s->lsock = s->csock = NULL;
+    pgd_sampler_zap_close(s);
     while (s->ctx && zmq_ctx_term(s->ctx) != 0 && errno == EINTR)
         ;
     s->ctx = NULL;
@@ -344,6 +359,7 @@ void pgd_sampler_teardown(pgd_sampler *s)
     s->have_ring = 0;
     free(s->slots);
     s->slots = NULL;
+    pgd_sampler_shm_unmap(s);
     free(s->loaders);
     s->loaders = NULL;
     pgd_sched_close(&s->sched);

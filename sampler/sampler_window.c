@@ -193,7 +193,7 @@ static int send_head(pgd_sampler *s, smp_slot *sl)
         /* the pixels stay where they were assembled; the consumer reads them there and sends RELEASE */
         uint8_t ref[PGD_WIRE_SHMREF_SIZE];
         pgd_wire_shmref sr = {pgd_batch_ring_offset(&s->ring, (uint32_t)sl->pix->ring_slot), px,
-                              (uint32_t)sl->pix->ring_slot};
+                              (uint32_t)sl->pix->ring_slot, 0};
         pgd_wire_put_shmref(ref, &sr);
         f[0].data = ref;
         f[0].len = sizeof ref;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # it_sampler.sh: pgd-sampler + pgd-loader serve + pgd-sink from the command line: a train stream and an eval
-# stream in native geometry, identical digests on a rerun with more loaders, run folder files, SIGTERM, exit codes.
+# stream in native geometry, identical digests on a rerun with more loaders, run folder files, SIGTERM, CURVE
+# (server key; an allow-list of loader keys checked by the sampler's ZAP handler), exit codes.
 set -u
 B=${PGD_BUILD:-build}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/it_sampler.XXXXXX")
@@ -110,6 +111,41 @@ kill -TERM "$wp" "$np"; wait "$wp"; wait "$np"
 grep -q "jobs ok 0, failed 0" "$tmp/cv.wrong.log" || fail "curve: the wrong key got a job"
 grep -q "jobs ok 0, failed 0" "$tmp/cv.plain.log" || fail "curve: a loader without keys got a job"
 pids=()
+# --- CURVE with an allow-list (ZAP): a loader whose public key is listed is served, an unlisted one is refused ---
+"$B/pgd-sampler" keygen "$tmp/listed" >/dev/null || fail "keygen (listed loader)"
+"$B/pgd-sampler" keygen "$tmp/unlisted" >/dev/null || fail "keygen (unlisted loader)"
+{ echo "# loaders allowed"; echo; cat "$tmp/listed.pub"; } >"$tmp/clients"
+port=$((20000 + RANDOM % 20000))
+"$B/pgd-sampler" --manifest "$tmp/s/train.csv" --loaders-endpoint "tcp://127.0.0.1:$port" \
+  --consumer-endpoint "ipc://$tmp/za.c" --curve-secret-file "$tmp/good.key" --curve-clients-file "$tmp/clients" \
+  --heartbeat-ms 100 --heartbeat-timeout-ms 1000 --loader-wait-ms 20000 "${train[@]}" 2>"$tmp/za.sampler.log" &
+sp=$!; pids=("$sp")
+"$B/pgd-loader" serve --connect "tcp://127.0.0.1:$port" --curve-server-key "$tmp/good.pub" \
+  --curve-secret-file "$tmp/unlisted.key" --name unlisted --heartbeat-ms 100 2>"$tmp/za.unlisted.log" &
+up=$!; pids+=("$up")
+sleep 0.5 # the unlisted one tries first
+"$B/pgd-loader" serve --connect "tcp://127.0.0.1:$port" --curve-server-key "$tmp/good.pub" \
+  --curve-secret-file "$tmp/listed.key" --name listed --heartbeat-ms 100 2>"$tmp/za.listed.log" &
+lp=$!; pids+=("$lp")
+"$B/pgd-sink" --connect "ipc://$tmp/za.c" --digest --idle-ms 30000 >"$tmp/za.digest" 2>/dev/null || fail "zap: sink"
+wait "$sp" || { cat "$tmp/za.sampler.log"; fail "zap: sampler"; }
+diff <(grep -v '^#' "$tmp/t1.digest") <(grep -v '^#' "$tmp/za.digest") >/dev/null || fail "zap: another stream"
+grep -q "first loader registered: 'listed'" "$tmp/za.sampler.log" || fail "zap: the listed key was not served"
+grep -q "loaders 1, declared dead 0" "$tmp/za.sampler.log" || fail "zap: the unlisted loader registered"
+grep -qF "refused a loader (key not in curve_clients_file): $(grep -v '^#' "$tmp/unlisted.pub")" "$tmp/za.sampler.log" \
+  || { cat "$tmp/za.sampler.log"; fail "zap: no refusal of the unlisted key logged"; }
+wait "$lp" || fail "zap: listed loader exit"
+kill -TERM "$up"; wait "$up"
+grep -q "jobs ok 0, failed 0" "$tmp/za.unlisted.log" || fail "zap: the unlisted loader got a job"
+pids=()
+printf 'not a key\n' >"$tmp/badclients"
+"$B/pgd-sampler" --manifest "$tmp/s/train.csv" --curve-secret-file "$tmp/good.key" --curve-clients-file "$tmp/badclients" \
+  >"$tmp/e" 2>&1; [ $? = 2 ] || fail "bad clients file: expected exit 2"
+grep -q "curve_clients_file.*badclients line 1" "$tmp/e" || fail "bad clients file error does not name file and line"
+"$B/pgd-sampler" --manifest "$tmp/s/train.csv" --curve-clients-file "$tmp/clients" >"$tmp/e" 2>&1; [ $? = 2 ] \
+  || fail "clients file without a secret key: expected exit 2"
+grep -q "needs 'curve_secret_file'" "$tmp/e" || fail "clients file without a secret key: no reason given"
+
 printf 'not a key\n' >"$tmp/bad.key"
 "$B/pgd-sampler" --manifest "$tmp/s/train.csv" --curve-secret-file "$tmp/bad.key" >"$tmp/e" 2>&1; [ $? = 2 ] \
   || fail "bad key file: expected exit 2"

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # it_trainer.sh: pgd-trainer on the real graph (pgd-sampler + pgd-loader serve, synthetic slides): PatchGD
-# training for 2 epochs, the same weights on a rerun, evaluation and inference with the checkpoint, GD, bad options.
+# training for 2 epochs, the same weights on a rerun (with Z mirrored to a zstore segment), 1 epoch + resume =
+# 2 epochs byte for byte, evaluation and inference with the checkpoint (Z in the zstore and as .npy / PNG files),
+# GD, bad options; pgd-trainer embed's exit codes.
 set -u
 B=${PGD_BUILD:-build}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/it_trainer.XXXXXX")
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$tmp"; }
+zs="it_trainer.$$"   # zstore segments of this test: $zs.t, $zs.i
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  rm -f "/dev/shm/pgd.$zs.t" "/dev/shm/pgd.$zs.i"
+  rm -rf "$tmp"
+}
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; exit 1; }
-for b in pgd-sampler pgd-trainer pgd-loader pgd-synth; do [ -x "$B/$b" ] || fail "$B/$b is not built"; done
+for b in pgd-sampler pgd-trainer pgd-loader pgd-synth pgd-zstore; do [ -x "$B/$b" ] || fail "$B/$b is not built"; done
 
 "$B/pgd-synth" --task panda --count 6 --out "$tmp/s" --width 640 --height 480 --seed 3 --quiet || fail "pgd-synth"
 
@@ -50,18 +57,47 @@ grep -q '"epoch":1,"images":6' "$tmp/t1/metrics.jsonl" || fail "epoch 1 did not 
 [ -s "$tmp/t1/model.safetensors" ] || fail "no checkpoint"
 grep -q '^arch = small_cnn$' "$tmp/t1/trainer.conf" || fail "trainer.conf lacks the arch"
 
-# --- the same run again (other loaders, same seeds): the same weights, byte for byte --------------------
-graph t2 1 "$fit --epochs 2 --sampling 0.25" "${model[@]}" --epochs 2 --warmup-epochs 1 --manifest "$tmp/s/train.csv"
+[ -s "$tmp/t1/state.safetensors" ] || fail "no training state"
+
+# --- the same run again (other loaders, same seeds, Z mirrored): the same weights, byte for byte -----------
+graph t2 1 "$fit --epochs 2 --sampling 0.25" "${model[@]}" --epochs 2 --warmup-epochs 1 --manifest "$tmp/s/train.csv" \
+  --zstore "$zs.t"
 cmp -s "$tmp/t1/model.safetensors" "$tmp/t2/model.safetensors" || fail "a rerun gave other weights"
+grep -q "zstore: created pgd.$zs.t: 4x4x16 f32, 2 slots" "$tmp/t2.trainer.log" || { cat "$tmp/t2.trainer.log"; fail "zstore created"; }
+[ ! -e "/dev/shm/pgd.$zs.t" ] || fail "the trainer left its zstore segment behind"
+
+# --- 1 epoch, stop, resume for the 2nd (the sampler starts at epoch 1): the 2-epoch weights, byte for byte ---
+graph r1 1 "$fit --epochs 1 --sampling 0.25" "${model[@]}" --epochs 2 --warmup-epochs 1 --manifest "$tmp/s/train.csv"
+cmp -s "$tmp/t1/model.safetensors" "$tmp/r1/model.safetensors" && fail "1 epoch gave the 2-epoch weights"
+graph r2 2 "$fit --epochs 2 --start-epoch 1 --sampling 0.25" "${model[@]}" --epochs 2 --warmup-epochs 1 \
+  --manifest "$tmp/s/train.csv" --resume "$tmp/r1"
+grep -q "resume: $tmp/r1 at epoch 1 batch 0" "$tmp/r2.trainer.log" || { cat "$tmp/r2.trainer.log"; fail "resume line"; }
+[ "$(grep -c '"phase":"train"' "$tmp/r2/metrics.jsonl")" = 1 ] || fail "the resumed run trained more than 1 epoch"
+cmp -s "$tmp/t1/model.safetensors" "$tmp/r2/model.safetensors" || fail "1 epoch + resume differs from 2 epochs"
+cmp -s "$tmp/t1/state.safetensors" "$tmp/r2/state.safetensors" || fail "the resumed state differs"
 
 # --- evaluation and inference with the checkpoint -------------------------------------------------------
 graph e1 2 "$fit --mode eval" "${model[@]}" --weights "$tmp/t1/model.safetensors"
 grep -q '"phase":"eval","epoch":0,"images":6' "$tmp/e1/metrics.jsonl" || { cat "$tmp/e1/metrics.jsonl"; fail "eval line"; }
-graph i1 2 "$fit --mode infer" "${model[@]}" --weights "$tmp/t1/model.safetensors"
+graph i1 2 "$fit --mode infer" "${model[@]}" --weights "$tmp/t1/model.safetensors" --zstore "$zs.i" --zstore-keep yes \
+  --manifest "$tmp/s/train.csv" --z-export "$tmp/i1/z" --z-heatmap "$tmp/i1/png"
 [ "$(head -1 "$tmp/i1/predictions.csv")" = "image_id,predicted,p0,p1,p2,p3,p4,p5,status" ] || fail "predictions header"
 [ "$(grep -c ',ok$' "$tmp/i1/predictions.csv")" = 6 ] || { cat "$tmp/i1/predictions.csv"; fail "6 predictions"; }
 cut -d, -f1 "$tmp/i1/predictions.csv" | tail -n +2 | sort | diff - <(tail -n +2 "$tmp/s/train.csv" | cut -d, -f1 | sort) \
   >/dev/null || fail "predictions are not one per slide"
+# Z of every slide: kept in the segment (6 slots, one per slide, with its id) and written as files
+"$B/pgd-zstore" ls "$zs.i" >"$tmp/i1.ls" || fail "pgd-zstore ls of the kept segment"
+[ "$(grep -c ' ready ' "$tmp/i1.ls")" = 6 ] || { cat "$tmp/i1.ls"; fail "6 ready slots"; }
+[ "$(ls "$tmp/i1/z" | wc -l)" = 6 ] && [ "$(ls "$tmp/i1/png" | wc -l)" = 6 ] || fail "6 Z files and 6 heatmaps"
+for slot in 0 5; do
+  id=$(awk -v s="$slot" '$1 == s && / ready / {print $NF}' "$tmp/i1.ls")
+  [ -n "$id" ] || { cat "$tmp/i1.ls"; fail "slot $slot has no image id"; }
+  "$B/pgd-zstore" dump "$zs.i" "$slot" --out "$tmp/d$slot.npy" >/dev/null || fail "dump slot $slot"
+  "$B/pgd-zstore" dump "$zs.i" "$slot" --out "$tmp/d$slot.png" >/dev/null || fail "dump slot $slot as png"
+  cmp -s "$tmp/d$slot.npy" "$tmp/i1/z/$id.npy" || fail "slot $slot and z_export/$id.npy differ"
+  cmp -s "$tmp/d$slot.png" "$tmp/i1/png/$id.png" || fail "slot $slot and z_heatmap/$id.png differ"
+done
+"$B/pgd-zstore" rm "$zs.i" >/dev/null || fail "pgd-zstore rm"
 
 # --- GD: whole images (a 1 x 1 grid) -------------------------------------------------------------------------
 graph g1 1 "--fit-size 64 --patch 64 --batch-size 3 --epochs 2 --sampling 1 --seed 5" \
@@ -74,4 +110,20 @@ graph g1 1 "--fit-size 64 --patch 64 --batch-size 3 --epochs 2 --sampling 1 --se
 grep -q "resnet50" "$tmp/bad.log" || { cat "$tmp/bad.log"; fail "the error lists the known archs"; }
 "$B/pgd-trainer" frobnicate >/dev/null 2>&1
 [ $? = 2 ] || fail "unknown command: exit 2"
+"$B/pgd-trainer" run --connect "ipc://$tmp/none" --resume "$tmp/nowhere" >/dev/null 2>"$tmp/bad.log"
+[ $? = 2 ] || fail "resume from a missing folder: exit 2"
+grep -q "resume: $tmp/nowhere/model.safetensors: No such file" "$tmp/bad.log" || { cat "$tmp/bad.log"; fail "resume error"; }
+"$B/pgd-trainer" run --connect "ipc://$tmp/none" --resume "$tmp/r1" --weights "$tmp/r1/model.safetensors" \
+  >/dev/null 2>"$tmp/bad.log"
+[ $? = 2 ] || fail "resume with weights: exit 2"
+
+# --- embed: exit codes (values are checked by tests/test_embed.c) ---------------------------------------------
+"$B/pgd-trainer" embed --model small_cnn --input "$tmp/none.npy" >/dev/null 2>"$tmp/bad.log"
+[ $? = 2 ] || fail "embed without --out: exit 2"
+"$B/pgd-trainer" embed --model nope --input "$tmp/d0.npy" --out "$tmp/e.npy" >/dev/null 2>"$tmp/bad.log"
+[ $? = 2 ] || fail "embed with an unknown model: exit 2"
+"$B/pgd-trainer" embed --model small_cnn --input "$tmp/d0.npy" --out "$tmp/e.npy" >/dev/null 2>"$tmp/bad.log"
+[ $? = 1 ] || fail "embed of a [4, 4, 16] .npy: exit 1"
+grep -q "$tmp/d0.npy: expected float32 \[N, 3, S, S\] (N >= 1), found float32 \[4, 4, 16\]" "$tmp/bad.log" \
+  || { cat "$tmp/bad.log"; fail "embed names the bad .npy and its shape"; }
 echo "it_trainer: ok"

@@ -212,7 +212,7 @@ static void test_rx_views(void)
     for (int i = 0; i < PX; i++)
         pix[i] = (uint8_t)(i * 13 + 5);
     memcpy(pgd_batch_ring_slot(&ring, 1), pix, PX);
-    pgd_wire_shmref ref = {pgd_batch_ring_offset(&ring, 1), PX, 1};
+    pgd_wire_shmref ref = {pgd_batch_ring_offset(&ring, 1), PX, 1, 0};
 
     /* the same BATCH in shared memory and inline: the same view */
     CU_ASSERT_EQUAL(router_batch(&r, 7, NULL, &ref, ring.name), 0);
@@ -244,7 +244,7 @@ static void test_rx_views(void)
     CU_ASSERT_EQUAL(h.credit, 2);
 
     /* a reference past the segment's end: dropped, counted, the slot released without credit */
-    pgd_wire_shmref far = {ring.size, PX, 9};
+    pgd_wire_shmref far = {ring.size, PX, 9, 0};
     CU_ASSERT_EQUAL(router_batch(&r, 9, NULL, &far, ring.name), 0);
     router_plain(&r, PGD_WIRE_HEARTBEAT, 0);
     CU_ASSERT_EQUAL(pgd_batch_rx_next(rx, &v1, 300, &err), PGD_BATCH_RX_NONE);

@@ -1,6 +1,7 @@
 /* test_sampler_graph.c: the real process graph (pgd-sampler, pgd-loader serve x N, pgd-sink) on synthetic
  * slides: digests of a clean run, the same with 1 or 3 loaders, with a loader killed, stopped past the
  * heartbeat timeout, a corrupt slide, and fake loaders that answer with a malformed message or go silent. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 
 #include "clock.h"
 #include "cunit_util.h"
+#include "loader/serve.h"
 #include "loader/synth.h"
 #include "sampler/schedule.h"
 #include "wire.h"
@@ -139,11 +141,13 @@ static int reap(pid_t pid, int ms)
 
 /* ---- fake loaders (this process, a DEALER) -------------------------------------------------------- */
 
-enum { FAKE_NONE, FAKE_MALFORMED, FAKE_SILENT };
+enum { FAKE_NONE, FAKE_MALFORMED, FAKE_SILENT, FAKE_SHM_REWRITTEN, FAKE_SHM_ELSEWHERE };
 
 typedef struct fake {
     void *ctx, *sock;
     int kind, answered;
+    int inline_jobs; /* JOBs without the SHM flag after the first answer */
+    pgd_serve_shm seg; /* FAKE_SHM_REWRITTEN: its patch segment */
 } fake;
 
 static int fake_open(fake *f, int kind, const char *endpoint)
@@ -160,8 +164,38 @@ static int fake_open(fake *f, int kind, const char *endpoint)
     pgd_wire_header h;
     pgd_wire_header_init(&h, PGD_WIRE_HELLO);
     h.credit = 1;
+    h.flags = kind == FAKE_SHM_REWRITTEN || kind == FAKE_SHM_ELSEWHERE ? PGD_WIRE_HELLO_SHM : 0;
     pgd_wire_frame name = {"fake", 4};
     return pgd_wire_send(f->sock, NULL, &h, &name, 1, 0, NULL);
+}
+
+/* A PATCHES_SHM whose region is written again before the sampler reads it (a stale writer at work): the
+ * region is completed, then written once more, so its generation no longer matches the answer's. */
+static void fake_rewritten(fake *f, const pgd_wire_header *jh, const uint8_t *cells, size_t ncells)
+{
+    size_t px = ncells * jh->patch_size * jh->patch_size * 3;
+    uint8_t *p;
+    if (pgd_serve_shm_create(&f->seg, 2, px, jh->run_id, NULL) != 0 ||
+        pgd_serve_shm_take(&f->seg, jh->task_id, jh->attempt, px, &p) != 0) {
+        CU_FAIL("fake patch segment");
+        return;
+    }
+    memset(p, 0, px);
+    pgd_wire_shmref ref;
+    pgd_serve_shm_finish(&f->seg, 0, px, &ref);
+    char name[PGD_WIRE_SEGMENT_MAX + 1];
+    snprintf(name, sizeof name, "%s", f->seg.name);
+    if (f->kind == FAKE_SHM_REWRITTEN)
+        pgd_serve_shm_abandon(&f->seg, 0); /* the generation moves on (2 -> 4) */
+    else
+        snprintf(name, sizeof name, "/%s1.999999", PGD_SERVE_SHM_PREFIX); /* not on this host */
+    uint8_t rb[PGD_WIRE_SHMREF_SIZE];
+    pgd_wire_put_shmref(rb, &ref);
+    pgd_wire_header h = *jh;
+    h.type = PGD_WIRE_PATCHES_SHM;
+    h.flags = 0;
+    pgd_wire_frame fr[3] = {{rb, sizeof rb}, {cells, ncells * PGD_WIRE_CELL_SIZE}, {name, strlen(name)}};
+    CU_ASSERT_EQUAL(pgd_wire_send(f->sock, NULL, &h, fr, 3, 0, NULL), 0);
 }
 
 /* Answer the first JOB with a PATCHES whose header CRC is wrong (malformed kind); take in anything else. */
@@ -176,6 +210,13 @@ static void fake_pump(fake *f)
         int is_job = rc == 0 && rx.msg.h.type == PGD_WIRE_JOB;
         pgd_wire_header jh = rx.msg.h;
         size_t ncells = rx.msg.n_cells;
+        if (is_job && f->answered && !(jh.flags & PGD_WIRE_JOB_SHM))
+            f->inline_jobs++;
+        if (is_job && (f->kind == FAKE_SHM_REWRITTEN || f->kind == FAKE_SHM_ELSEWHERE) && !f->answered) {
+            CU_ASSERT(jh.flags & PGD_WIRE_JOB_SHM); /* the offer was taken */
+            fake_rewritten(f, &jh, rx.msg.cells, ncells);
+            f->answered = 1;
+        }
         pgd_wire_rx_close(&rx);
         if (rc != 0)
             return;
@@ -201,6 +242,7 @@ static void fake_pump(fake *f)
 
 static void fake_close(fake *f)
 {
+    pgd_serve_shm_close(&f->seg);
     if (f->sock)
         zmq_close(f->sock);
     if (f->ctx)
@@ -221,6 +263,8 @@ typedef struct run_spec {
     int fake;
     int sink_delay; /* ms per BATCH */
     const char *shm_sampler, *shm_sink; /* --shm of each (NULL: the default, auto: shared memory on ipc://) */
+    const char *shm_loader;             /* the loaders' --shm (NULL: auto, PATCHES_SHM on ipc://) */
+    const char *loader_shm;             /* the sampler's --loader-shm (NULL: yes) */
 } run_spec;
 
 typedef struct run_out {
@@ -228,7 +272,8 @@ typedef struct run_out {
     char lines[MAX_LINES][LINE_LEN]; /* digest lines by seq ("" when absent) */
     int nlines, max_seq;
     char sampler_log[600], run_dir[600], digest[600];
-    int sampler_pid;
+    int sampler_pid, loader_pid[3];
+    int fake_inline_jobs;
 } run_out;
 
 static int read_digests(const char *path, run_out *o)
@@ -278,10 +323,15 @@ static void run_graph(const run_spec *r, run_out *o)
                            "--batch-size", "2", "--epochs", "2", "--sampling", SAMPLING, "--fill-chunk", "32",
                            "--seed", "5", "--loaders-endpoint", lep, "--consumer-endpoint", cep,
                            "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "500", "--loader-wait-ms", "20000",
-                           "--run-dir", o->run_dir, NULL, NULL, NULL};
+                           "--run-dir", o->run_dir, NULL, NULL, NULL, NULL, NULL};
+    size_t na = sizeof sargs / sizeof *sargs - 5;
     if (r->shm_sampler) {
-        sargs[sizeof sargs / sizeof *sargs - 3] = "--shm";
-        sargs[sizeof sargs / sizeof *sargs - 2] = r->shm_sampler;
+        sargs[na++] = "--shm";
+        sargs[na++] = r->shm_sampler;
+    }
+    if (r->loader_shm) {
+        sargs[na++] = "--loader-shm";
+        sargs[na++] = r->loader_shm;
     }
     pid_t sp = spawn("pgd-sampler", sargs, NULL, o->sampler_log);
     o->sampler_pid = (int)sp;
@@ -298,8 +348,10 @@ static void run_graph(const run_spec *r, run_out *o)
     for (int i = 0; i < r->loaders && i < 3; i++) {
         char log[600];
         snprintf(log, sizeof log, "%s/%s.loader%d.log", d, r->tag, i);
-        const char *largs[] = {"serve", "--connect", lep, "--heartbeat-ms", "100", NULL};
+        const char *largs[] = {"serve", "--connect", lep, "--heartbeat-ms", "100", "--shm",
+                               r->shm_loader ? r->shm_loader : "auto", NULL};
         lp[i] = spawn("pgd-loader", largs, NULL, log);
+        o->loader_pid[i] = (int)lp[i];
     }
     const char *kargs[] = {"--connect", cep, "--digest", "--delay-ms", delay, "--idle-ms", "30000",
                            r->shm_sink ? "--shm" : NULL, r->shm_sink, NULL};
@@ -339,6 +391,7 @@ static void run_graph(const run_spec *r, run_out *o)
     for (int i = 0; i < 3; i++)
         if (lp[i] > 0)
             reap(lp[i], 10000);
+    o->fake_inline_jobs = fk.inline_jobs;
     fake_close(&fk);
     CU_ASSERT_EQUAL(read_digests(digest, o), 0);
 }
@@ -351,7 +404,7 @@ static int ref_done;
 static const run_out *reference(void)
 {
     if (!ref_done) {
-        run_spec r = {"ref", 1, 0, ACT_NONE, 0, FAKE_NONE, 0, NULL, NULL};
+        run_spec r = {"ref", 1, 0, ACT_NONE, 0, FAKE_NONE, 0, NULL, NULL, NULL, NULL};
         run_graph(&r, &ref);
         ref_done = 1;
     }
@@ -404,7 +457,8 @@ static void show_summary(const run_out *o)
     FILE *f = fopen(o->sampler_log, "r");
     char line[2048];
     while (f && fgets(line, sizeof line, f))
-        if (strstr(line, "stream complete") || strstr(line, "silent for") || strstr(line, "is gone"))
+        if (strstr(line, "stream complete") || strstr(line, "silent for") || strstr(line, "is gone") ||
+            strstr(line, "patch segment"))
             fputs(line, stderr);
     if (f)
         fclose(f);
@@ -445,7 +499,7 @@ static void test_clean_run(void)
 
 static void test_three_loaders(void)
 {
-    run_spec r = {"three", 3, 0, ACT_NONE, 0, FAKE_NONE, 0, NULL, NULL};
+    run_spec r = {"three", 3, 0, ACT_NONE, 0, FAKE_NONE, 0, NULL, NULL, NULL, NULL};
     run_out *o = malloc(sizeof *o);
     run_graph(&r, o);
     assert_same_as_ref(o);
@@ -454,7 +508,7 @@ static void test_three_loaders(void)
 
 static void test_kill_loader(void)
 {
-    run_spec r = {"kill", 3, 0, ACT_KILL, 600, FAKE_NONE, 30, NULL, NULL};
+    run_spec r = {"kill", 3, 0, ACT_KILL, 600, FAKE_NONE, 30, NULL, NULL, NULL, NULL};
     run_out *o = malloc(sizeof *o);
     run_graph(&r, o);
     assert_same_as_ref(o);
@@ -465,7 +519,7 @@ static void test_kill_loader(void)
 
 static void test_stop_loader(void)
 {
-    run_spec r = {"stop", 3, 0, ACT_STOP, 600, FAKE_NONE, 30, NULL, NULL};
+    run_spec r = {"stop", 3, 0, ACT_STOP, 600, FAKE_NONE, 30, NULL, NULL, NULL, NULL};
     run_out *o = malloc(sizeof *o);
     run_graph(&r, o);
     assert_same_as_ref(o);
@@ -477,7 +531,7 @@ static void test_stop_loader(void)
 static void test_corrupt_slide(void)
 {
     const run_out *ro = reference();
-    run_spec r = {"corrupt", 2, 1, ACT_NONE, 0, FAKE_NONE, 0, NULL, NULL};
+    run_spec r = {"corrupt", 2, 1, ACT_NONE, 0, FAKE_NONE, 0, NULL, NULL, NULL, NULL};
     run_out *o = malloc(sizeof *o);
     run_graph(&r, o);
     CU_ASSERT_EQUAL(o->sink_rc, 0);
@@ -510,7 +564,7 @@ static void test_corrupt_slide(void)
 
 static void test_fake_malformed(void)
 {
-    run_spec r = {"malformed", 2, 0, ACT_NONE, 0, FAKE_MALFORMED, 0, NULL, NULL};
+    run_spec r = {"malformed", 2, 0, ACT_NONE, 0, FAKE_MALFORMED, 0, NULL, NULL, NULL, NULL};
     run_out *o = malloc(sizeof *o);
     run_graph(&r, o);
     assert_same_as_ref(o);
@@ -522,7 +576,7 @@ static void test_fake_malformed(void)
 
 static void test_fake_silent(void)
 {
-    run_spec r = {"silent", 1, 0, ACT_NONE, 0, FAKE_SILENT, 0, NULL, NULL};
+    run_spec r = {"silent", 1, 0, ACT_NONE, 0, FAKE_SILENT, 0, NULL, NULL, NULL, NULL};
     run_out *o = malloc(sizeof *o);
     run_graph(&r, o);
     assert_same_as_ref(o);
@@ -552,15 +606,82 @@ static void test_shm_and_inline(void)
     CU_ASSERT(file_has(ro->digest, "; in shared memory 48"));
     CU_ASSERT_EQUAL(segments_of(ro->sampler_pid), 0);
     run_out *o = malloc(sizeof *o);
-    run_spec r = {"inline", 2, 0, ACT_NONE, 0, FAKE_NONE, 0, "no", "no"};
+    run_spec r = {"inline", 2, 0, ACT_NONE, 0, FAKE_NONE, 0, "no", "no", NULL, NULL};
     run_graph(&r, o);
     assert_same_as_ref(o);
     CU_ASSERT(file_has(o->digest, "; in shared memory 0"));
-    run_spec m = {"mixed", 2, 0, ACT_NONE, 0, FAKE_NONE, 5, "yes", "no"};
+    run_spec m = {"mixed", 2, 0, ACT_NONE, 0, FAKE_NONE, 5, "yes", "no", NULL, NULL};
     run_graph(&m, o);
     assert_same_as_ref(o);
     CU_ASSERT(file_has(o->digest, "; in shared memory 0"));
     CU_ASSERT_EQUAL(segments_of(o->sampler_pid), 0);
+    free(o);
+}
+
+/* The patch segments (pgd-patch.PID.*) of process pid that exist. */
+static int patch_segments_of(int pid)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "%s%d.", PGD_SERVE_SHM_PREFIX, pid);
+    DIR *d = opendir("/dev/shm");
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* Loaders' pixels through their shared memory (PATCHES_SHM, the default on ipc://), inline (the loaders'
+ * shm no), and inline because the sampler does not take the offer (loader_shm no): the same bytes in every
+ * BATCH, and no patch segment left once the loaders have exited. */
+static void test_loader_shm_and_inline(void)
+{
+    const run_out *ro = reference();
+    CU_ASSERT(file_has(ro->sampler_log, "(dropped 0)"));
+    CU_ASSERT(!file_has(ro->sampler_log, "loader answers from shared memory 0 "));
+    CU_ASSERT_EQUAL(patch_segments_of(ro->loader_pid[0]), 0);
+    run_out *o = malloc(sizeof *o);
+    run_spec r = {"linline", 2, 0, ACT_NONE, 0, FAKE_NONE, 0, NULL, NULL, "no", NULL};
+    run_graph(&r, o);
+    assert_same_as_ref(o);
+    CU_ASSERT(file_has(o->sampler_log, "loader answers from shared memory 0 (dropped 0)"));
+    run_spec n = {"lrefused", 2, 0, ACT_NONE, 0, FAKE_NONE, 0, NULL, NULL, NULL, "no"};
+    run_graph(&n, o);
+    assert_same_as_ref(o);
+    CU_ASSERT(file_has(o->sampler_log, "loader answers from shared memory 0 (dropped 0)"));
+    for (int i = 0; i < 2; i++)
+        CU_ASSERT_EQUAL(patch_segments_of(o->loader_pid[i]), 0);
+    free(o);
+}
+
+/* A PATCHES_SHM whose region was written again before the sampler read it: dropped (its generation no longer
+ * matches), the job goes out again, and the stream is the same. */
+static void test_shm_region_rewritten(void)
+{
+    run_spec r = {"rewritten", 1, 0, ACT_NONE, 0, FAKE_SHM_REWRITTEN, 0, NULL, NULL, NULL, NULL};
+    run_out *o = malloc(sizeof *o);
+    run_graph(&r, o);
+    assert_same_as_ref(o);
+    CU_ASSERT(file_has(o->sampler_log, "(dropped 1)"));
+    CU_ASSERT(file_has(o->sampler_log, "PATCHES_SHM for job"));
+    CU_ASSERT(file_has(o->sampler_log, "the answer names"));
+    show_summary(o);
+    free(o);
+}
+
+/* A PATCHES_SHM naming a segment this host does not have (a loader elsewhere told shm yes): dropped, the
+ * job goes out again, and that loader's JOBs no longer allow PATCHES_SHM. */
+static void test_shm_segment_elsewhere(void)
+{
+    run_spec r = {"elsewhere", 1, 0, ACT_NONE, 0, FAKE_SHM_ELSEWHERE, 0, NULL, NULL, NULL, NULL};
+    run_out *o = malloc(sizeof *o);
+    run_graph(&r, o);
+    assert_same_as_ref(o);
+    CU_ASSERT(file_has(o->sampler_log, "(dropped 1)"));
+    CU_ASSERT(file_has(o->sampler_log, "its answers go inline from now on"));
+    CU_ASSERT(o->fake_inline_jobs >= 1);
+    show_summary(o);
     free(o);
 }
 
@@ -616,6 +737,9 @@ static const pgd_test_case cases[] = {
     {"fake_malformed", test_fake_malformed},
     {"fake_silent", test_fake_silent},
     {"shm_and_inline", test_shm_and_inline},
+    {"loader_shm_and_inline", test_loader_shm_and_inline},
+    {"shm_region_rewritten", test_shm_region_rewritten},
+    {"shm_segment_elsewhere", test_shm_segment_elsewhere},
     {"consumer_timeout", test_consumer_timeout},
     {"no_loader", test_no_loader},
     {NULL, NULL},

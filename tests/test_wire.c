@@ -33,6 +33,7 @@ typedef struct tmsg {
 static const char *const batch_ids[2] = {"img-a", "0005f7aaab2800f6170c399693a96917"};
 static const char job_path[] = "slides/a b/\xc3\xa9t\xc3\xa9.svs";
 static const char segment[] = "/pgd-batch.1234.0";
+static const char patch_segment[] = "/pgd-patch.4321.2";
 
 static void set_frame(tmsg *m, size_t i, const void *data, size_t len)
 {
@@ -130,7 +131,7 @@ static void make_msg(tmsg *m, pgd_wire_type type)
     case PGD_WIRE_BATCH_SHM: {
         make_msg(m, PGD_WIRE_BATCH);
         m->h.type = PGD_WIRE_BATCH_SHM;
-        pgd_wire_shmref ref = {4096 + 64 * 3, 2 * PPI * PATCH * PATCH * CHANNELS, 7};
+        pgd_wire_shmref ref = {4096 + 64 * 3, 2 * PPI * PATCH * PATCH * CHANNELS, 7, 0};
         pgd_wire_put_shmref(m->buf[0], &ref);
         set_frame(m, 0, m->buf[0], PGD_WIRE_SHMREF_SIZE);
         set_frame(m, 4, segment, strlen(segment));
@@ -139,6 +140,16 @@ static void make_msg(tmsg *m, pgd_wire_type type)
     case PGD_WIRE_RELEASE:
         m->h.credit = 0;
         break;
+    case PGD_WIRE_PATCHES_SHM: {
+        image_counts(&m->h, 1);
+        m->h.attempt = 2;
+        pgd_wire_shmref ref = {4096 + 64, PPI * PATCH * PATCH * CHANNELS, 3, 8};
+        pgd_wire_put_shmref(m->buf[0], &ref);
+        set_frame(m, 0, m->buf[0], PGD_WIRE_SHMREF_SIZE);
+        fill_cells(m, 1, PPI);
+        set_frame(m, 2, patch_segment, strlen(patch_segment));
+        break;
+    }
     default: /* HEARTBEAT, STOP, END: no frames, no counts */
         break;
     }
@@ -167,7 +178,8 @@ static int decode_raw(const tmsg *m, pgd_wire_msg *out, pgd_err *err)
 
 static const pgd_wire_type all_types[] = {PGD_WIRE_HELLO, PGD_WIRE_HEARTBEAT, PGD_WIRE_JOB, PGD_WIRE_PATCHES,
                                           PGD_WIRE_JOB_ERROR, PGD_WIRE_STOP, PGD_WIRE_BATCH, PGD_WIRE_CREDIT,
-                                          PGD_WIRE_END, PGD_WIRE_BATCH_SHM, PGD_WIRE_RELEASE};
+                                          PGD_WIRE_END, PGD_WIRE_BATCH_SHM, PGD_WIRE_RELEASE,
+                                          PGD_WIRE_PATCHES_SHM};
 #define N_TYPES (sizeof all_types / sizeof *all_types)
 
 static int header_eq(const pgd_wire_header *a, const pgd_wire_header *b)
@@ -235,6 +247,18 @@ static void check_decoded(const tmsg *m, const pgd_wire_msg *d, const pgd_wire_f
         CU_ASSERT_EQUAL(pgd_wire_text(d, name, sizeof name), strlen(segment));
         CU_ASSERT_STRING_EQUAL(name, segment);
         CU_ASSERT_STRING_EQUAL(pgd_wire_id(d, 1), batch_ids[1]);
+        break;
+    }
+    case PGD_WIRE_PATCHES_SHM: {
+        char name[64];
+        CU_ASSERT_PTR_NULL(d->pixels);
+        CU_ASSERT_EQUAL(d->shm.offset, 4096 + 64);
+        CU_ASSERT_EQUAL(d->shm.length, PPI * PATCH * PATCH * CHANNELS);
+        CU_ASSERT_EQUAL(d->shm.slot, 3);
+        CU_ASSERT_EQUAL(d->shm.generation, 8);
+        CU_ASSERT_PTR_EQUAL(d->cells, seen[1].data);
+        CU_ASSERT_EQUAL(pgd_wire_text(d, name, sizeof name), strlen(patch_segment));
+        CU_ASSERT_STRING_EQUAL(name, patch_segment);
         break;
     }
     default:
@@ -579,7 +603,7 @@ static void mut_spec_res12(tmsg *m) { m->buf[0][12] = 7; }
 static void mut_spec_res24(tmsg *m) { m->buf[0][31] = 1; }
 static void put_ref(tmsg *m, uint64_t off, uint64_t len)
 {
-    pgd_wire_shmref r = {off, len, 0};
+    pgd_wire_shmref r = {off, len, 0, 0};
     pgd_wire_put_shmref(m->buf[0], &r);
 }
 static void mut_ref_unaligned(tmsg *m) { put_ref(m, 4096 + 8, 2 * PPI * PATCH * PATCH * CHANNELS); }
@@ -592,6 +616,19 @@ static void mut_seg_slash_only(tmsg *m) { set_frame(m, 4, "/", 1); }
 static void mut_no_phase_shm(tmsg *m) { m->h.flags = PGD_WIRE_FLAG_BATCH_END; }
 static void mut_credit_flag(tmsg *m) { m->h.flags = 0x2; }
 static void mut_release_frame(tmsg *m) { set_frame(m, 0, "x", 1); }
+static void put_gen(tmsg *m, uint64_t gen)
+{
+    pgd_wire_shmref r = {4096 + 64, PPI * PATCH * PATCH * CHANNELS, 0, gen};
+    pgd_wire_put_shmref(m->buf[0], &r);
+}
+static void mut_gen_odd(tmsg *m) { put_gen(m, 9); }
+static void mut_gen_zero(tmsg *m) { put_gen(m, 0); }
+static void mut_batch_gen(tmsg *m) { m->buf[0][24] = 2; }
+static void mut_patches_flag(tmsg *m) { m->h.flags = PGD_WIRE_JOB_SHM; }
+static void mut_hello_flag2(tmsg *m) { m->h.flags = 0x2; }
+static void mut_job_flag2(tmsg *m) { m->h.flags = 0x3; }
+static void mut_pshm_two_images(tmsg *m) { m->h.n_images = 2; }
+static void mut_pshm_seg_slash(tmsg *m) { set_frame(m, 2, "pgd-patch.1", 11); }
 
 /* Byte-level changes after packing. */
 static void post_magic(uint8_t *h) { memcpy(h, "\x78\x56\x34\x12", 4); }
@@ -793,6 +830,23 @@ static const bad_case bad_cases[] = {
      PGD_WIRE_R_FLAGS, 1},
     {"RELEASE with a frame", PGD_WIRE_RELEASE, mut_release_frame, NULL, "wire: RELEASE nframes 1, expected 0",
      PGD_WIRE_R_NFRAMES, 1},
+    /* revision 3: PATCHES_SHM, the HELLO offer and the JOB's permission */
+    {"PATCHES_SHM odd generation", PGD_WIRE_PATCHES_SHM, mut_gen_odd, NULL,
+     "wire: PATCHES_SHM shmref generation 9, expected an even number >= 2", PGD_WIRE_R_SHMREF, 1},
+    {"PATCHES_SHM generation 0", PGD_WIRE_PATCHES_SHM, mut_gen_zero, NULL,
+     "wire: PATCHES_SHM shmref generation 0, expected an even number >= 2", PGD_WIRE_R_SHMREF, 1},
+    {"BATCH_SHM with a generation", PGD_WIRE_BATCH_SHM, mut_batch_gen, NULL,
+     "wire: BATCH_SHM shmref reserved field at byte 24 is 0x2, must be 0", PGD_WIRE_R_RESERVED, 1},
+    {"PATCHES_SHM 2 images", PGD_WIRE_PATCHES_SHM, mut_pshm_two_images, NULL, "wire: PATCHES_SHM n_images 2, expected 1",
+     PGD_WIRE_R_COUNT, 1},
+    {"PATCHES_SHM segment without '/'", PGD_WIRE_PATCHES_SHM, mut_pshm_seg_slash, NULL,
+     "wire: PATCHES_SHM segment name must be '/'", PGD_WIRE_R_TEXT, 1},
+    {"PATCHES with a flag", PGD_WIRE_PATCHES, mut_patches_flag, NULL, "wire: PATCHES flags 0x1 has unknown bits 0x1",
+     PGD_WIRE_R_FLAGS, 1},
+    {"HELLO flag 0x2", PGD_WIRE_HELLO, mut_hello_flag2, NULL, "wire: HELLO flags 0x2 has unknown bits 0x2",
+     PGD_WIRE_R_FLAGS, 1},
+    {"JOB flags 0x3", PGD_WIRE_JOB, mut_job_flag2, NULL, "wire: JOB flags 0x3 has unknown bits 0x2", PGD_WIRE_R_FLAGS,
+     1},
 };
 
 static void test_bad_messages(void)
@@ -841,7 +895,8 @@ static void test_frame_lengths_off_by_one(void)
                 pgd_err err = PGD_ERR_INIT;
                 pgd_wire_msg d;
                 int text = all_types[t] == PGD_WIRE_HELLO || all_types[t] == PGD_WIRE_JOB_ERROR ||
-                           (all_types[t] == PGD_WIRE_JOB && i == 1) || (all_types[t] == PGD_WIRE_BATCH_SHM && i == 4);
+                           (all_types[t] == PGD_WIRE_JOB && i == 1) || (all_types[t] == PGD_WIRE_BATCH_SHM && i == 4) ||
+                           (all_types[t] == PGD_WIRE_PATCHES_SHM && i == 2);
                 /* the header states the true length, the frame sent differs by one */
                 make_msg(&m, all_types[t]);
                 pack_raw(&m);
@@ -974,6 +1029,8 @@ static void test_helpers(void)
     CU_ASSERT_STRING_EQUAL(pgd_wire_type_name(0), "UNKNOWN");
     CU_ASSERT_STRING_EQUAL(pgd_wire_type_name(PGD_WIRE_BATCH_SHM), "BATCH_SHM");
     CU_ASSERT_STRING_EQUAL(pgd_wire_type_name(PGD_WIRE_RELEASE), "RELEASE");
+    CU_ASSERT_STRING_EQUAL(pgd_wire_type_name(PGD_WIRE_PATCHES_SHM), "PATCHES_SHM");
+    CU_ASSERT_STRING_EQUAL(pgd_wire_type_name(13), "UNKNOWN");
     CU_ASSERT_STRING_EQUAL(pgd_wire_type_name(PGD_WIRE_TYPE_MAX + 1), "UNKNOWN");
     CU_ASSERT_STRING_EQUAL(pgd_wire_reason_name(PGD_WIRE_R_SHMREF), "shmref");
     CU_ASSERT_STRING_EQUAL(pgd_wire_reason_name(PGD_WIRE_R_CRC), "crc");
@@ -1462,7 +1519,31 @@ static void test_zmq_send_zc_busy(void)
     CU_ASSERT_EQUAL(z.calls, 0);
 }
 
+/* Revision 3 round trips: the HELLO offer, the JOB's permission, RELEASE from the sampler to a loader (with
+ * the answer's attempt), each encoded and decoded with the flag or field kept. */
+static void test_revision3_fields(void)
+{
+    static tmsg m;
+    const struct {
+        pgd_wire_type type;
+        uint32_t flags, attempt;
+    } v[] = {{PGD_WIRE_HELLO, PGD_WIRE_HELLO_SHM, 0}, {PGD_WIRE_JOB, PGD_WIRE_JOB_SHM, 1}, {PGD_WIRE_RELEASE, 0, 4}};
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+        make_msg(&m, v[i].type);
+        m.h.flags = v[i].flags;
+        m.h.attempt = v[i].attempt;
+        pgd_err err = PGD_ERR_INIT;
+        CU_ASSERT_EQUAL_FATAL(pgd_wire_encode(&m.h, m.f, m.n, m.head, &err), 0);
+        pgd_wire_msg d;
+        CU_ASSERT_EQUAL(decode_raw(&m, &d, &err), 0);
+        CU_ASSERT_EQUAL(d.h.flags, v[i].flags);
+        CU_ASSERT_EQUAL(d.h.attempt, v[i].attempt);
+    }
+    CU_ASSERT_EQUAL(PGD_WIRE_REVISION, 3);
+}
+
 static const pgd_test_case cases[] = {
+    {"revision3_fields", test_revision3_fields},
     {"round_trip_every_type", test_round_trip_every_type},
     {"header_layout", test_header_layout},
     {"valid_edges", test_valid_edges},

@@ -35,6 +35,8 @@ static const struct {
     {"bad-empty.bin", PGD_WIRE_R_NFRAMES},
     {"bad-too-many-frames.bin", PGD_WIRE_R_NFRAMES},
     {"bad-shmref-offset.bin", PGD_WIRE_R_SHMREF},
+    {"bad-patches-shm-generation.bin", PGD_WIRE_R_SHMREF},
+    {"bad-hello-flags.bin", PGD_WIRE_R_FLAGS},
 };
 
 static uint8_t *read_all(const char *path, size_t *size)

@@ -1,6 +1,5 @@
 /* cpu_backend.c: the CPU reference backend: its op table, host memory ops and the conv scratch buffer. */
 #include <cblas.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -64,47 +63,6 @@ float *pgd_cpu_scratch(pgd_backend *be, int slot, size_t floats)
     }
     impl->scratch_floats[slot] = floats;
     return impl->scratch[slot];
-}
-
-typedef struct range_job {
-    void (*fn)(void *ctx, int begin, int end);
-    void *ctx;
-    int begin, end;
-} range_job;
-
-static void *range_main(void *arg)
-{
-    range_job *job = arg;
-    job->fn(job->ctx, job->begin, job->end);
-    return NULL;
-}
-
-#define CPU_MAX_THREADS 64
-
-void pgd_cpu_parallel_for(pgd_backend *be, int count, void (*fn)(void *ctx, int begin, int end), void *ctx)
-{
-    int parts = be->threads < count ? be->threads : count;
-    if (parts > CPU_MAX_THREADS)
-        parts = CPU_MAX_THREADS;
-    if (parts <= 1) {
-        if (count > 0)
-            fn(ctx, 0, count);
-        return;
-    }
-    range_job jobs[CPU_MAX_THREADS];
-    pthread_t tids[CPU_MAX_THREADS];
-    int started[CPU_MAX_THREADS] = {0};
-    for (int i = 0; i < parts; i++)
-        jobs[i] = (range_job){fn, ctx, (int)((long)count * i / parts), (int)((long)count * (i + 1) / parts)};
-    for (int i = 1; i < parts; i++)
-        started[i] = pthread_create(&tids[i], NULL, range_main, &jobs[i]) == 0;
-    fn(ctx, jobs[0].begin, jobs[0].end);
-    for (int i = 1; i < parts; i++) {
-        if (started[i])
-            pthread_join(tids[i], NULL);
-        else /* no thread: do its share here */
-            fn(ctx, jobs[i].begin, jobs[i].end);
-    }
 }
 
 static void cpu_destroy(pgd_backend *be)

@@ -1,5 +1,5 @@
-/* cpu_conv.c: 2-D convolution on the CPU: im2col + OpenBLAS sgemm, 1x1 convs straight into sgemm, direct loops
- * for depthwise convs. */
+/* cpu_conv.c: 2-D convolution on the CPU: im2col + OpenBLAS sgemm over tiles of output columns, 1x1 convs
+ * straight into sgemm, stride-1 backward-data as a forward conv, direct loops for depthwise convs. */
 #include <cblas.h>
 #include <string.h>
 
@@ -281,54 +281,21 @@ static float *tile_scratch(pgd_backend *be, const pgd_conv_shape *sh, const conv
     return col;
 }
 
-/* im2col or col2im of one tile and group, split over (image, input channel) pairs for pgd_cpu_parallel_for:
- * the pairs touch disjoint rows of the column matrix and disjoint input planes. */
-typedef struct cols_job {
-    float *col;
-    float *din;             /* col2im: din [n, c, h, w] += */
-    const float *in;        /* im2col: in [n, c, h, w] */
-    int g;
-    const conv_tile *t;
-    const pgd_conv_shape *sh;
-    const conv_dims *d;
-} cols_job;
-
-static void cols_range(void *arg, int begin, int end)
-{
-    const cols_job *j = arg;
-    const pgd_conv_shape *sh = j->sh;
-    size_t band = (size_t)(j->t->oy1 - j->t->oy0) * sh->ow, rs = (size_t)sh->r * sh->s;
-    for (int pair = begin; pair < end; pair++) {
-        int i = pair / j->d->cg, ch = pair % j->d->cg;
-        size_t plane = ((size_t)(j->t->img + i) * sh->c + (size_t)j->g * j->d->cg + ch) * j->d->HW;
-        float *col = j->col + i * band + ch * rs * j->t->width;
-        if (j->in)
-            im2col(col, (size_t)j->t->width, j->in + plane, 1, j->t->oy0, j->t->oy1, sh);
-        else
-            col2im_add(j->din + plane, col, (size_t)j->t->width, 1, j->t->oy0, j->t->oy1, sh);
-    }
-}
-
-/* The tile's column matrix for group g: in place when a 1x1 conv reads one image, else built by im2col. */
-static const float *tile_cols(pgd_backend *be, float *col, size_t *ld, const float *in, int g, const conv_tile *t,
+/* The tile's column matrix for group g: in place when a 1x1 conv reads one image, else built by im2col. (Threads
+ * for im2col / col2im were measured and did not pay: OpenBLAS's own threads are still spinning then.) */
+static const float *tile_cols(float *col, size_t *ld, const float *in, int g, const conv_tile *t,
                               const pgd_conv_shape *sh, const conv_dims *d)
 {
+    size_t band = (size_t)(t->oy1 - t->oy0) * sh->ow;
     if (is_pointwise(sh) && t->nimg == 1) {
         *ld = (size_t)d->P;
         return in + ((size_t)t->img * sh->c + (size_t)g * d->cg) * d->HW + (size_t)t->oy0 * sh->ow;
     }
-    cols_job job = {col, NULL, in, g, t, sh, d};
-    pgd_cpu_parallel_for(be, t->nimg * d->cg, cols_range, &job);
+    for (int i = 0; i < t->nimg; i++)
+        im2col(col + i * band, (size_t)t->width, in + ((size_t)(t->img + i) * sh->c + (size_t)g * d->cg) * d->HW,
+               d->cg, t->oy0, t->oy1, sh);
     *ld = (size_t)t->width;
     return col;
-}
-
-/* din of the tile's images, group g += the column matrix folded back (col2im). */
-static void tile_fold(pgd_backend *be, float *din, float *col, int g, const conv_tile *t, const pgd_conv_shape *sh,
-                      const conv_dims *d)
-{
-    cols_job job = {col, din, NULL, g, t, sh, d};
-    pgd_cpu_parallel_for(be, t->nimg * d->cg, cols_range, &job);
 }
 
 /* The tile's slice [kg, width] of the output-side tensor x [n, k, P] for group g: in place for one image, else
@@ -391,7 +358,7 @@ void pgd_cpu_conv2d_forward(pgd_backend *be, float *out, const float *in, const 
     for (int ti = 0; next_tile(sh, nimg, rows, ti, &t); ti++) {
         for (int g = 0; g < sh->groups; g++) {
             size_t ldb, ldc;
-            const float *B = tile_cols(be, col, &ldb, in, g, &t, sh, &d);
+            const float *B = tile_cols(col, &ldb, in, g, &t, sh, &d);
             float *C = tile_outs(stage, &ldc, out, g, &t, 0, sh, &d);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d.kg, t.width, d.K, 1.0f,
                         w + (size_t)g * d.kg * d.K, d.K, B, (int)ldb, 0.0f, C, (int)ldc);
@@ -474,7 +441,10 @@ void pgd_cpu_conv2d_backward_data(pgd_backend *be, float *din, const float *dout
             }
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d.K, t.width, d.kg, 1.0f, w_g, d.K, B, (int)ldb,
                         0.0f, col, t.width);
-            tile_fold(be, din, col, g, &t, sh, &d);
+            size_t band = (size_t)(t.oy1 - t.oy0) * sh->ow;
+            for (int i = 0; i < t.nimg; i++)
+                col2im_add(din + ((size_t)(t.img + i) * sh->c + (size_t)g * d.cg) * d.HW, col + i * band,
+                           (size_t)t.width, d.cg, t.oy0, t.oy1, sh);
         }
     }
 }
@@ -513,7 +483,7 @@ void pgd_cpu_conv2d_backward_filter(pgd_backend *be, float *dw, float *dbias, co
         for (int g = 0; g < sh->groups; g++) {
             size_t lda, ldb;
             const float *A = tile_outs(stage, &lda, (float *)dout, g, &t, 1, sh, &d);
-            const float *B = tile_cols(be, col, &ldb, in, g, &t, sh, &d);
+            const float *B = tile_cols(col, &ldb, in, g, &t, sh, &d);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d.kg, d.K, t.width, 1.0f, A, (int)lda, B,
                         (int)ldb, 1.0f, dw + (size_t)g * d.kg * d.K, d.K);
         }

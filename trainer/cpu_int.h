@@ -1,13 +1,13 @@
-/* cpu_int.h: what the CPU backend's files share: the op functions behind the table and the scratch buffer. */
+/* cpu_int.h: what the CPU backend's files share: the op functions behind the table and the scratch buffers. */
 #ifndef PGD_CPU_INT_H
 #define PGD_CPU_INT_H
 
 #include "trainer/backend.h"
 
-/* Backend-private state of the CPU backend (be->impl). */
 /* Scratch buffers reused by conv; each grows, never shrinks. */
 enum { PGD_CPU_SCRATCH_COLS, PGD_CPU_SCRATCH_WEIGHTS, PGD_CPU_SCRATCH_COUNT };
 
+/* Backend-private state of the CPU backend (be->impl). */
 typedef struct pgd_cpu_impl {
     float *scratch[PGD_CPU_SCRATCH_COUNT];
     size_t scratch_floats[PGD_CPU_SCRATCH_COUNT];
@@ -17,11 +17,6 @@ typedef struct pgd_cpu_impl {
  * slot; NULL (and the sticky error) when it cannot grow. Contents are undefined. PGD_CPU_SCRATCH_COLS holds
  * column matrices and staging, PGD_CPU_SCRATCH_WEIGHTS rearranged weights. */
 float *pgd_cpu_scratch(pgd_backend *be, int slot, size_t floats);
-
-/* Runs fn(ctx, begin, end) over [0, count) split into up to be->threads contiguous ranges, one per thread (the
- * caller runs the first), and returns when all are done. For memory-bound loops beside the threaded sgemm
- * (im2col, col2im); falls back to fewer threads when one cannot be started. */
-void pgd_cpu_parallel_for(pgd_backend *be, int count, void (*fn)(void *ctx, int begin, int end), void *ctx);
 
 /* cpu_conv.c */
 void pgd_cpu_conv2d_forward(pgd_backend *be, float *out, const float *in, const float *w, const float *bias,

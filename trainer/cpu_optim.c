@@ -30,7 +30,8 @@ void pgd_cpu_adam_update(pgd_backend *be, float *param, const float *grad, float
 }
 
 /* torch.optim.SGD (dampening 0, no Nesterov), with g = grad * grad_scale + weight_decay * param:
- *   step 1: buf = g; later: buf = momentum buf + g;   param -= lr buf   (momentum 0: param -= lr g) */
+ *   step 1: buf = g; later: buf = momentum buf + g;   param -= lr buf
+ * With momentum 0: param -= lr g, and mom is not touched (it may be NULL). */
 void pgd_cpu_sgd_update(pgd_backend *be, float *param, const float *grad, float *mom, size_t count,
                         const pgd_sgd_hp *hp)
 {

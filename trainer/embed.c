@@ -14,13 +14,7 @@
 
 #define USAGE "pgd-trainer embed --model M --weights W.safetensors --input X.npy --out Y.npy [options]"
 
-typedef struct embed_opts {
-    char *model, *weights, *input, *out, *skip;
-    int features;
-    int64_t classes, batch, threads;
-} embed_opts;
-
-#define O(f) offsetof(embed_opts, f)
+#define O(f) offsetof(pgd_embed_opts, f)
 static const pgd_cfg_opt opts[] = {
     {"model", PGD_CFG_STRING, O(model), NULL, 0, 0, NULL, "resnet18|resnet34|resnet50|mobilenet_v2|small_cnn",
      PGD_CFG_REQUIRED},
@@ -39,18 +33,28 @@ static const pgd_cfg_opt opts[] = {
     {NULL},
 };
 
-static int embed(const embed_opts *o, pgd_err *err)
+int pgd_embed_run(const pgd_embed_opts *o, pgd_err *err)
 {
     pgd_npy in = {0};
     pgd_backend *be = NULL;
     pgd_net *net = NULL;
     float *out = NULL;
-    int rc = -1;
+    int rc = -1, known = 0;
+    char names[256] = "";
+    for (int i = 0; pgd_model_archs[i]; i++) {
+        known |= strcmp(o->model, pgd_model_archs[i]) == 0;
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? "|" : "", pgd_model_archs[i]);
+    }
+    if (!known) /* a usage error, found before any file is read */
+        return pgd_fail(err, PGD_EINVAL, "model: '%s' is not one of %s", o->model, names);
     if (pgd_npy_read(o->input, &in, err) != 0)
         goto fail;
     if (in.dtype != PGD_NPY_F32 || in.ndim != 4 || in.shape[1] != 3 || in.shape[2] != in.shape[3] || in.shape[0] < 1) {
-        pgd_fail(err, PGD_EFORMAT, "%s: expected float32 [N, 3, S, S], found %s with %d dims", o->input,
-                 pgd_npy_descr(in.dtype), in.ndim);
+        char shape[160] = "";
+        for (int d = 0; d < in.ndim; d++)
+            snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%zu", d ? ", " : "", in.shape[d]);
+        pgd_fail(err, PGD_EFORMAT, "%s: expected float32 [N, 3, S, S] (N >= 1), found %s [%s]", o->input,
+                 in.dtype == PGD_NPY_F32 ? "float32" : in.dtype == PGD_NPY_F16 ? "float16" : "uint8", shape);
         goto fail;
     }
     int n = (int)in.shape[0], size = (int)in.shape[2];
@@ -97,7 +101,7 @@ fail:
 int pgd_embed_main(int argc, char **argv)
 {
     pgd_log_init("embed", PGD_LOG_INFO, 0);
-    embed_opts o;
+    pgd_embed_opts o;
     memset(&o, 0, sizeof o);
     pgd_cfg_args a;
     pgd_err err = PGD_ERR_INIT;
@@ -110,8 +114,10 @@ int pgd_embed_main(int argc, char **argv)
         rc = PGD_EXIT_USAGE;
     } else if (a.help) {
         pgd_cfg_usage(opts, stdout, USAGE "\n  run a model on an NCHW float32 batch; write logits or features");
+        fputs("Exit status: 0 the output was written, 1 an input could not be used (the .npy, the weights), "
+              "2 bad arguments.\n", stdout);
         rc = PGD_EXIT_OK;
-    } else if (embed(&o, &err) != 0) {
+    } else if (pgd_embed_run(&o, &err) != 0) {
         pgd_log_err(&err);
         rc = err.code == PGD_EINVAL ? PGD_EXIT_USAGE : PGD_EXIT_FAIL;
     } else {
@@ -120,4 +126,9 @@ int pgd_embed_main(int argc, char **argv)
     pgd_cfg_args_free(&a);
     pgd_cfg_free(opts, &o);
     return rc;
+}
+
+const pgd_cfg_opt *pgd_embed_options(void)
+{
+    return opts;
 }

@@ -275,3 +275,15 @@ int64_t pgd_patchgd_steps(const pgd_patchgd *pg)
 {
     return pg->steps;
 }
+
+void pgd_patchgd_get_counters(const pgd_patchgd *pg, int64_t *fills, int64_t *steps)
+{
+    *fills = pg->fills;
+    *steps = pg->steps;
+}
+
+void pgd_patchgd_set_counters(pgd_patchgd *pg, int64_t fills, int64_t steps)
+{
+    pg->fills = fills;
+    pg->steps = steps;
+}

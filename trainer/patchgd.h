@@ -61,4 +61,10 @@ int pgd_patchgd_reserve(pgd_patchgd *pg, int patches, pgd_err *err);
 float *pgd_patchgd_z(pgd_patchgd *pg);
 int64_t pgd_patchgd_steps(const pgd_patchgd *pg);
 
+/* The dropout-seed counters: backbone forwards made by Z-filling so far (*fills) and inner steps taken
+ * (*steps); the seeds of the next fill chunk and the next inner step derive from them. A run that resumes
+ * from a checkpoint sets the values saved with it, so that its masks continue where the saved run was. */
+void pgd_patchgd_get_counters(const pgd_patchgd *pg, int64_t *fills, int64_t *steps);
+void pgd_patchgd_set_counters(pgd_patchgd *pg, int64_t fills, int64_t steps);
+
 #endif

@@ -120,6 +120,8 @@ static int on_patchgd(pgd_run *r, const pgd_wire_msg *m, pgd_err *err)
     }
     if (!(h->flags & PGD_WIRE_FLAG_BATCH_END))
         return 0;
+    if (pgd_run_z_batch(r, err) != 0)
+        return -1;
     if (r->train_batch) { /* the loss was counted per inner step; the predictions of the last one count */
         if (pgd_patchgd_flush(r->pg, err) != 0 || pgd_patchgd_train_probs(r->pg, (int)h->n_images, r->probs, err) != 0)
             return -1;
@@ -171,6 +173,15 @@ static int on_batch(pgd_run *r, const pgd_wire_msg *m, pgd_err *err)
     const pgd_wire_header *h = &m->h;
     if (!r->built && pgd_run_build(r, h, err) != 0)
         return -1;
+    if (r->resume_check) {
+        r->resume_check = 0;
+        if (h->epoch != r->resume_epoch || h->batch != r->resume_batch)
+            return pgd_fail(err, PGD_EINVAL,
+                            "resume: the saved run continues at epoch %lld batch %lld, the stream starts at epoch %u "
+                            "batch %u (start pgd-sampler with --start-epoch %lld --start-batch %lld)",
+                            (long long)r->resume_epoch, (long long)r->resume_batch, h->epoch, h->batch,
+                            (long long)r->resume_epoch, (long long)r->resume_batch);
+    }
     if ((int)h->patch_size != r->patch || (int)h->channels != r->channels || (int)h->grid_m != r->grid_m ||
         (int)h->grid_n != r->grid_n)
         return pgd_fail(err, PGD_EFORMAT,
@@ -194,7 +205,7 @@ static int on_batch(pgd_run *r, const pgd_wire_msg *m, pgd_err *err)
                  r->tally.images / (pgd_clock_s() - r->tally.t0 + 1e-9));
     if (h->flags & PGD_WIRE_FLAG_EPOCH_END) {
         pgd_run_report(r, phase_name(h->flags), h->epoch);
-        if ((h->flags & PGD_WIRE_FLAG_INNER) && pgd_run_checkpoint(r, err) != 0)
+        if ((h->flags & PGD_WIRE_FLAG_INNER) && pgd_run_checkpoint(r, h->epoch + 1, err) != 0)
             return -1;
         pgd_run_tally_reset(&r->tally);
     }
@@ -238,7 +249,7 @@ static int consume(pgd_run *r, pgd_batch_rx *rx, int sigfd, pgd_err *err)
     }
 }
 
-static int64_t count_batches(const pgd_run_opts *o, pgd_err *err)
+static int64_t count_batches(const pgd_run_opts *o, int64_t *images, pgd_err *err)
 {
     if (!o->manifest)
         return 0;
@@ -247,6 +258,7 @@ static int64_t count_batches(const pgd_run_opts *o, pgd_err *err)
         return -1;
     int64_t n = (int64_t)m->count, b = o->batch_size;
     pgd_manifest_free(&m);
+    *images = n;
     return o->drop_last ? n / b : (n + b - 1) / b;
 }
 
@@ -266,7 +278,9 @@ static int run(pgd_run *r, pgd_err *err)
 {
     if (check_arch(r->o.arch, err) != 0)
         return -1;
-    if ((r->batches_per_epoch = count_batches(&r->o, err)) < 0 || pgd_run_out_open(r, err) != 0)
+    if (pgd_run_resume_check(r, err) != 0)
+        return -1;
+    if ((r->batches_per_epoch = count_batches(&r->o, &r->manifest_images, err)) < 0 || pgd_run_out_open(r, err) != 0)
         return -1;
     if (r->o.warmup_epochs > 0 && r->batches_per_epoch == 0)
         pgd_warn("warmup_epochs without manifest: the learning rate stays at %g", r->o.lr);

@@ -13,6 +13,7 @@
 #include "trainer/net.h"
 #include "trainer/optim.h"
 #include "trainer/patchgd.h"
+#include "zstore/zstore.h"
 
 enum { PGD_METHOD_PATCHGD = 0, PGD_METHOD_GD = 1 };
 enum { PGD_FILL_TRAIN = 0, PGD_FILL_EVAL = 1 };
@@ -42,6 +43,13 @@ typedef struct pgd_run_opts {
     int shm;                /* PGD_BATCH_RX_SHM_ */
     int64_t idle_ms;        /* give up after this long without a message */
     int64_t log_every;      /* a progress line every this many image batches (0: only per epoch) */
+    char *zstore;           /* zstore segment NAME mirroring Z (PatchGD), or NULL */
+    int64_t zstore_slots;   /* its slots; 0: batch_size (train), the manifest's images or 256 (eval, infer) */
+    int zstore_dtype;       /* PGD_ZDTYPE_ - 1 of a segment the trainer creates */
+    int zstore_keep;        /* leave the segment at exit */
+    char *z_export;         /* infer: DIR/<image_id>.npy per slide */
+    char *z_heatmap;        /* infer: DIR/<image_id>.png per slide */
+    char *resume;           /* a run folder with model.safetensors + state.safetensors to continue from */
 } pgd_run_opts;
 
 const pgd_cfg_opt *pgd_run_options(void);
@@ -64,6 +72,7 @@ typedef struct pgd_run {
     pgd_gd *gd;
     int built, patch, channels, grid_m, grid_n;
     int64_t batches_per_epoch; /* from the manifest, for the schedule; 0: unknown */
+    int64_t manifest_images;   /* rows of the manifest; 0: unknown */
     int64_t tick;           /* image batches trained (the schedule's clock) */
     /* the image batch in progress */
     int have_batch;
@@ -79,6 +88,15 @@ typedef struct pgd_run {
     pgd_run_tally tally;
     FILE *metrics, *predictions;
     int stop;               /* a signal asked to stop */
+    /* Z mirrored to the zstore and to files (run_z.c) */
+    pgd_zstore *zs;
+    int zs_owned;           /* the trainer created the segment (and removes it unless zstore_keep) */
+    uint32_t zs_slots;
+    int64_t zs_images;      /* eval / infer: images mirrored so far (slot = this modulo zs_slots) */
+    float *zt, *zb;         /* host: one image's Z as [s][m*n] (from the backend) and as [m][n][s] */
+    /* resume: where the stream must start, checked on the first message */
+    int resume_check;
+    int64_t resume_epoch, resume_batch;
 } pgd_run;
 
 /* pgd-trainer run (argv[0] is "run"). Returns a PGD_EXIT_ code. */
@@ -88,6 +106,13 @@ int pgd_run_main(int argc, char **argv);
 int pgd_run_build(pgd_run *r, const pgd_wire_header *h, pgd_err *err);
 void pgd_run_unbuild(pgd_run *r);
 
+/* Metadata keys of model.safetensors that a resumed run reads: optimizer updates, image batches trained
+ * (the schedule's clock), and PatchGD's dropout-seed counters (backbone forwards of Z-filling, inner steps). */
+#define PGD_RUN_META_STEP "pgd.step"
+#define PGD_RUN_META_TICK "pgd.tick"
+#define PGD_RUN_META_FILLS "pgd.fills"
+#define PGD_RUN_META_INNER_STEPS "pgd.inner_steps"
+
 /* run_out.c: the run folder: metrics lines, predictions, checkpoints. */
 int pgd_run_out_open(pgd_run *r, pgd_err *err);
 void pgd_run_out_close(pgd_run *r);
@@ -95,6 +120,20 @@ void pgd_run_tally_reset(pgd_run_tally *t);
 /* Writes one metrics line (phase "train", "eval", "infer") and logs it. */
 void pgd_run_report(pgd_run *r, const char *phase, uint32_t epoch);
 int pgd_run_predictions(pgd_run *r, int images, pgd_err *err);
-int pgd_run_checkpoint(pgd_run *r, pgd_err *err);
+/* At the end of a train epoch: model.safetensors (with the counters a resume needs in its metadata) and,
+ * when training, state.safetensors; next_epoch is where a resumed stream starts (batch 0). */
+int pgd_run_checkpoint(pgd_run *r, uint32_t next_epoch, pgd_err *err);
+
+/* run_resume.c: `resume RUN_DIR`: the files are there (before anything runs); after the build, load the model,
+ * the optimizer moments and the counters. */
+int pgd_run_resume_check(const pgd_run *r, pgd_err *err);
+int pgd_run_resume_load(pgd_run *r, pgd_err *err);
+
+/* run_z.c: Z into the zstore segment and, for inference, into files. open after the build (flags: the
+ * first message's); batch at every image batch end for the batch's n_slots images; close removes the
+ * segment the trainer created unless zstore_keep. */
+int pgd_run_z_open(pgd_run *r, uint32_t flags, pgd_err *err);
+int pgd_run_z_batch(pgd_run *r, pgd_err *err);
+void pgd_run_z_close(pgd_run *r);
 
 #endif

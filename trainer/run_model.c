@@ -54,7 +54,8 @@ static int build_patchgd(pgd_run *r, const pgd_wire_header *h, int train, pgd_er
                          .patch = (int)h->patch_size, .channels = (int)h->channels,
                          .max_patches = r->o.max_patches ? (int)r->o.max_patches : largest,
                          .epsilon = r->o.epsilon ? (int)r->o.epsilon : 1 << 30,
-                         .fill_train_mode = r->o.fill_mode == PGD_FILL_TRAIN, .seed = seed};
+                         /* evaluation and inference fill Z with the running statistics (eval mode) */
+                         .fill_train_mode = train && r->o.fill_mode == PGD_FILL_TRAIN, .seed = seed};
     memcpy(c.mean, mean_rgb, sizeof c.mean);
     memcpy(c.std, std_rgb, sizeof c.std);
     r->pg = pgd_patchgd_new(r->f, r->g, r->opt_f, r->opt_g, &c, err);
@@ -105,11 +106,13 @@ int pgd_run_build(pgd_run *r, const pgd_wire_header *h, pgd_err *err)
     if (!r->slot_id || !r->slot_label || !r->probs || !r->labels || !r->u8 || !r->cells ||
         pgd_confusion_init(&r->tally.conf, classes, err) != 0)
         return pgd_fail(err, PGD_ENOMEM, "trainer: out of memory");
-    r->built = 1;
     r->patch = (int)h->patch_size;
     r->channels = (int)h->channels;
     r->grid_m = (int)h->grid_m;
     r->grid_n = (int)h->grid_n;
+    if (pgd_run_resume_load(r, err) != 0 || pgd_run_z_open(r, h->flags, err) != 0)
+        return -1;
+    r->built = 1;
     pgd_info("model: %s %s, %zu + %zu parameters, %s backend, grid %d x %d of %d px patches", 
                  r->o.method == PGD_METHOD_GD ? "gd" : "patchgd", r->o.arch, pgd_net_param_count(r->f),
                  r->g ? pgd_net_param_count(r->g) : (size_t)0, r->be->ops->name, r->grid_m, r->grid_n, r->patch);
@@ -118,6 +121,7 @@ int pgd_run_build(pgd_run *r, const pgd_wire_header *h, pgd_err *err)
 
 void pgd_run_unbuild(pgd_run *r)
 {
+    pgd_run_z_close(r);
     pgd_patchgd_free(&r->pg);
     pgd_gd_free(&r->gd);
     pgd_optim_free(&r->opt_f);

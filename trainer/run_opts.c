@@ -23,7 +23,7 @@ static const pgd_cfg_opt opts[] = {
     {"epsilon", PGD_CFG_INT, O(epsilon), "0", 0, 1 << 20, NULL,
      "inner steps accumulated per update; 0: all inner steps of an image batch", 0},
     {"fill_mode", PGD_CFG_ENUM, O(fill_mode), "train", 0, 0, "train|eval",
-     "batch norm during Z-filling: batch statistics (as the reference code) or running ones", 0},
+     "batch norm during Z-filling of train streams: batch statistics (as the reference code) or running ones; eval and infer streams always use running ones", 0},
     {"optimizer", PGD_CFG_ENUM, O(optimizer), "adam", 0, 0, "adam|adamw|sgd", "the optimizer", 0},
     {"lr", PGD_CFG_FLOAT, O(lr), "0.001", 0, 10, NULL, "peak learning rate", 0},
     {"weight_decay", PGD_CFG_FLOAT, O(weight_decay), "0", 0, 10, NULL, "weight decay", 0},
@@ -48,6 +48,22 @@ static const pgd_cfg_opt opts[] = {
     {"idle_ms", PGD_CFG_INT, O(idle_ms), "600000", 1, 86400000, NULL, "give up after this long without a message", 0},
     {"log_every", PGD_CFG_INT, O(log_every), "10", 0, 1 << 30, NULL,
      "a progress line every this many image batches (0: per epoch only)", 0},
+    {"zstore", PGD_CFG_STRING, O(zstore), NULL, 0, 0, NULL,
+     "PatchGD: mirror Z into zstore segment NAME (/dev/shm/pgd.NAME; created, or opened when it exists) at every "
+     "image batch end", 0},
+    {"zstore_slots", PGD_CFG_INT, O(zstore_slots), "0", 0, 4294967295.0, NULL,
+     "slots of a segment the trainer creates; 0: batch_size (train), the manifest's images or 256 (eval, infer)", 0},
+    {"zstore_dtype", PGD_CFG_ENUM, O(zstore_dtype), "f32", 0, 0, "f32|f16|bf16",
+     "dtype of a segment the trainer creates", 0},
+    {"zstore_keep", PGD_CFG_BOOL, O(zstore_keep), "no", 0, 0, NULL,
+     "leave the segment the trainer created at exit (then pgd-zstore rm NAME removes it)", 0},
+    {"z_export", PGD_CFG_STRING, O(z_export), NULL, 0, 0, NULL,
+     "infer: write each slide's Z to DIR/<image_id>.npy (float32 [m, n, s])", 0},
+    {"z_heatmap", PGD_CFG_STRING, O(z_heatmap), NULL, 0, 0, NULL,
+     "infer: write each slide's Z as a heatmap of per-cell norms to DIR/<image_id>.png", 0},
+    {"resume", PGD_CFG_STRING, O(resume), NULL, 0, 0, NULL,
+     "continue the training saved in RUN_DIR (model.safetensors + state.safetensors); start the sampler at the "
+     "epoch it names", 0},
     {NULL},
 };
 

@@ -46,7 +46,8 @@ void pgd_run_out_close(pgd_run *r)
 
 void pgd_run_tally_reset(pgd_run_tally *t)
 {
-    pgd_confusion_reset(&t->conf);
+    if (t->conf.counts) /* not before the nets (and the class count) exist */
+        pgd_confusion_reset(&t->conf);
     t->loss_sum = 0;
     t->images = t->losses = 0;
     t->t0 = pgd_clock_s();
@@ -118,16 +119,54 @@ int pgd_run_predictions(pgd_run *r, int images, pgd_err *err)
     return 0;
 }
 
-int pgd_run_checkpoint(pgd_run *r, pgd_err *err)
+/* The counters a resumed run needs besides the state file's, as model metadata (decimal strings). */
+static void counter_meta(const pgd_run *r, char vals[4][24])
 {
-    char path[4200];
+    int64_t fills = 0, steps = 0;
+    if (r->pg)
+        pgd_patchgd_get_counters(r->pg, &fills, &steps);
+    snprintf(vals[0], 24, "%lld", (long long)(r->opt_f ? r->opt_f->step : 0));
+    snprintf(vals[1], 24, "%lld", (long long)r->tick);
+    snprintf(vals[2], 24, "%lld", (long long)fills);
+    snprintf(vals[3], 24, "%lld", (long long)steps);
+}
+
+int pgd_run_checkpoint(pgd_run *r, uint32_t next_epoch, pgd_err *err)
+{
+    char path[4200], vals[4][24];
     if (!r->o.run_dir || !r->built)
         return 0;
     pgd_ckpt_net nets[2] = {{.net = r->f, .prefix = ""}, {.net = r->g, .prefix = ""}};
-    const pgd_ckpt_kv meta[2] = {{"pgd.arch", r->o.arch}, {"pgd.method", r->o.method == PGD_METHOD_GD ? "gd" : "patchgd"}};
+    counter_meta(r, vals);
+    const pgd_ckpt_kv meta[6] = {{"pgd.arch", r->o.arch},
+                                 {"pgd.method", r->o.method == PGD_METHOD_GD ? "gd" : "patchgd"},
+                                 {PGD_RUN_META_STEP, vals[0]},
+                                 {PGD_RUN_META_TICK, vals[1]},
+                                 {PGD_RUN_META_FILLS, vals[2]},
+                                 {PGD_RUN_META_INNER_STEPS, vals[3]}};
     if (path_in(path, sizeof path, r, "model.safetensors", err) != 0 ||
-        pgd_ckpt_save(path, nets, r->g ? 2 : 1, meta, 2, err) != 0)
+        pgd_ckpt_save(path, nets, r->g ? 2 : 1, meta, 6, err) != 0)
         return -1;
     pgd_info("checkpoint: %s", path);
+    if (!r->opt_f)
+        return 0;
+    nets[0].m = r->opt_f->m, nets[0].v = r->opt_f->v;
+    if (r->opt_g)
+        nets[1].m = r->opt_g->m, nets[1].v = r->opt_g->v;
+    pgd_ckpt_state st;
+    memset(&st, 0, sizeof st);
+    st.opt = r->opt_f->cfg;
+    if (r->batches_per_epoch > 0) { /* the schedule pgd-trainer follows (run.c, current_lr) */
+        st.opt.warmup_steps = r->o.warmup_epochs * r->batches_per_epoch;
+        st.opt.total_steps = r->o.epochs * r->batches_per_epoch;
+    }
+    st.step = r->opt_f->step;
+    st.epoch = next_epoch;
+    st.batch = 0;
+    st.inner = 0;
+    st.seed = (uint64_t)r->o.seed;
+    if (path_in(path, sizeof path, r, "state.safetensors", err) != 0 ||
+        pgd_ckpt_state_save(path, nets, r->g ? 2 : 1, &st, err) != 0)
+        return -1;
     return 0;
 }

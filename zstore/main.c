@@ -1,6 +1,5 @@
 /* main.c: pgd-zstore, the command-line tool to create, list, dump, fill and remove zstore segments. */
 #include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,7 +13,7 @@
 #include "half.h"
 #include "log.h"
 #include "npy.h"
-#include "png.h"
+#include "zstore/zblock.h"
 #include "zstore/zstore.h"
 
 /* The options of every command. A command accepts only the keys its cmds[] entry names, so an option
@@ -203,27 +202,6 @@ static const char *file_ext(const char *path)
     return dot && (!slash || dot > slash) ? dot : "";
 }
 
-/* Per-cell L2 norm over s of an [m][n][s] block, as a heatmap scaled so the long side is >= 256 px. */
-static int write_heatmap(const char *path, const float *block, const pgd_zstore_info *f, pgd_err *err)
-{
-    size_t cells = (size_t)f->m * f->n;
-    float *norm = malloc(cells * sizeof *norm);
-    if (!norm)
-        return pgd_fail(err, PGD_ENOMEM, "dump: out of memory for %zu cell norms", cells);
-    for (size_t c = 0; c < cells; c++) {
-        double sum = 0.0;
-        const float *v = block + c * f->s;
-        for (uint32_t k = 0; k < f->s; k++)
-            sum += (double)v[k] * (double)v[k];
-        norm[c] = (float)sqrt(sum);
-    }
-    uint32_t side = f->m > f->n ? f->m : f->n;
-    uint32_t scale = side >= 256 ? 1 : (256 + side - 1) / side;
-    int rc = pgd_png_write_heatmap(path, norm, f->n, f->m, scale, err);
-    free(norm);
-    return rc;
-}
-
 /* Open NAME read-only (or writable) and check SLOT against its slot count. 0, or an exit code. */
 static int open_slot(const char *cmd, const char *name, const char *slot_text, int writable, pgd_zstore **z,
                      pgd_zstore_info *f, uint32_t *slot)
@@ -266,11 +244,10 @@ static int cmd_dump(const zcli *c, const char *const *pos, int npos)
     if (!block)
         pgd_fail(&err, PGD_ENOMEM, "dump: out of memory for a block of %zu floats", elems);
     if (block && pgd_zstore_read(z, slot, block, elems, &meta, &err) == 0) {
-        size_t shape[3] = {f.m, f.n, f.s};
         if (as_png)
-            write_heatmap(c->out, block, &f, &err);
+            pgd_zstore_save_heatmap(c->out, block, f.m, f.n, f.s, &err);
         else
-            pgd_npy_write(c->out, PGD_NPY_F32, shape, 3, block, &err);
+            pgd_zstore_save_npy(c->out, block, f.m, f.n, f.s, &err);
     }
     free(block);
     pgd_zstore_close(&z);
