@@ -1,6 +1,7 @@
 /* resample.c: separable area resampling in fixed point: Q15 tap tables per axis, the source rows of one output
- * row summed into a 16-bit row (vertical pass), then a horizontal pass with a fixed tap count per pixel; SSE2
- * and AVX2 code on x86-64 and the same arithmetic in plain C (see resample.h for the exact formulas). */
+ * row summed into a 16-bit row (vertical pass), then a horizontal pass with a fixed tap count per pixel. Plain C
+ * and SSE2 do one output row at a time; AVX2 does 16 rows at once, one per 16-bit lane, so that the horizontal
+ * taps are aligned whole-vector loads. The arithmetic is the same in all three (see resample.h). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,10 @@
 #include "resample.h"
 
 #define ONE 32768 /* 1.0 in Q15 */
+#define BLK 16    /* output rows the AVX2 code does at once: one per 16-bit lane */
+#define PFW_AHEAD 384 /* bytes ahead in an output row that the AVX2 code prefetches for writing */
+#define BLK_MIN 8 /* fewer rows than this (the end of a band) go one by one through the SSE2 code */
+#define XC 64     /* output pixels per chunk of a block (the chunk's vectors stay in the L1 cache) */
 
 /* Source pixels and weights of each output pixel along one axis. */
 typedef struct taps {
@@ -32,6 +37,7 @@ struct pgd_resample {
     uint32_t npix;     /* dst_w rounded up to a multiple of 4: the horizontal pass does pixels in fours */
     uint32_t *hoff;    /* per output pixel (npix), its first sample in the summed row */
     uint16_t *hw;      /* per four output pixels and tap, 16 weights: each pixel's weight 4 times (hw_at) */
+    uint16_t *hwx;     /* per output pixel, its kh weights (AVX2 blocks) */
     uint32_t *white;   /* output columns that no source pixel maps to */
     uint32_t nwhite;
     uint32_t kv;       /* the most source rows one output row covers */
@@ -39,7 +45,13 @@ struct pgd_resample {
     uint16_t *out16;   /* the output row before rounding: npix x 3 samples plus slack */
     uint8_t *carry;    /* source rows [carry_first, next_src) kept for output rows still open: < kv rows */
     uint32_t carry_first;
-    const uint8_t **rowp; /* kv source row pointers */
+    const uint8_t **rowp; /* kv source row pointers per row of a block (BLK x kv; row by row: the first kv) */
+    const uint16_t *bw[BLK]; /* a block's rows: their vertical weights and source row counts (0: no row) */
+    uint32_t bc[BLK];
+    uint16_t *colT;    /* AVX2: a chunk's summed samples, BLK rows each (32-byte aligned) */
+    uint16_t *outT;    /* AVX2: a chunk's output samples, BLK rows each */
+    uint16_t *vrows;   /* AVX2: a chunk's summed samples, row by row (BLK rows of vspan) */
+    size_t vspan;
     uint32_t next_src; /* the next source row to arrive */
     uint32_t next_out; /* the first output row not yet written */
 };
@@ -165,17 +177,45 @@ static int hpad_build(pgd_resample *r)
     r->npix = (n + 3) / 4 * 4;
     r->hoff = calloc(r->npix, sizeof *r->hoff);
     r->hw = calloc((size_t)r->npix * k * 4, sizeof *r->hw);
+    r->hwx = calloc((size_t)n * k, sizeof *r->hwx);
     r->white = malloc(n * sizeof *r->white);
-    if (!r->hoff || !r->hw || !r->white)
+    if (!r->hoff || !r->hw || !r->hwx || !r->white)
         return -1;
     for (uint32_t x = 0; x < n; x++) {
         r->hoff[x] = h->start[x] * 3;
-        for (uint32_t t = 0; t < h->count[x]; t++)
+        for (uint32_t t = 0; t < h->count[x]; t++) {
             for (int lane = 0; lane < 4; lane++)
                 r->hw[hw_at(x, t, k) + lane] = h->w[h->off[x] + t];
+            r->hwx[(size_t)x * k + t] = h->w[h->off[x] + t];
+        }
         if (!h->count[x])
             r->white[r->nwhite++] = x;
     }
+    return 0;
+}
+
+/* AVX2: the chunk buffers, colT and vrows as large as the samples the widest chunk reads (whole 16s). */
+static int chunks_alloc(pgd_resample *r)
+{
+    size_t span = 0, k3 = 3 * (size_t)r->kh;
+    for (uint32_t x0 = 0; x0 < r->m.dst_w; x0 += XC) {
+        uint32_t x1 = r->m.dst_w - x0 < XC ? r->m.dst_w : x0 + XC;
+        size_t a = r->hoff[x0], b = a + k3;
+        for (uint32_t x = x0 + 1; x < x1; x++) {
+            a = r->hoff[x] < a ? r->hoff[x] : a;
+            b = r->hoff[x] + k3 > b ? r->hoff[x] + k3 : b;
+        }
+        span = b - a > span ? b - a : span;
+    }
+    r->vspan = (span + 15) / 16 * 16;
+    size_t ncol = r->vspan * BLK * sizeof *r->colT, nout = (size_t)XC * 3 * BLK * sizeof *r->outT;
+    r->colT = aligned_alloc(32, ncol);
+    r->vrows = aligned_alloc(32, ncol);
+    r->outT = aligned_alloc(32, nout);
+    if (!r->colT || !r->vrows || !r->outT)
+        return -1;
+    memset(r->vrows, 0, ncol); /* rows past a block are read (then dropped): keep them defined */
+    memset(r->outT, 0, nout);
     return 0;
 }
 
@@ -211,8 +251,8 @@ pgd_resample *pgd_resample_new_impl(const pgd_resample_map *m, pgd_resample_impl
     r->col = calloc(((size_t)m->src_w + r->kh) * 3 + 8, sizeof *r->col);
     r->out16 = malloc(((size_t)r->npix * 3 + 8) * sizeof *r->out16);
     r->carry = malloc((size_t)r->kv * m->src_w * 3);
-    r->rowp = malloc(r->kv * sizeof *r->rowp);
-    if (!r->col || !r->out16 || !r->carry || !r->rowp)
+    r->rowp = calloc((size_t)r->kv * BLK, sizeof *r->rowp);
+    if (!r->col || !r->out16 || !r->carry || !r->rowp || (impl == PGD_RESAMPLE_AVX2 && chunks_alloc(r) != 0))
         goto nomem;
     return r;
 nomem:
@@ -233,8 +273,8 @@ void pgd_resample_free(pgd_resample **rp)
         return;
     taps_free(&r->h);
     taps_free(&r->v);
-    free(r->hoff), free(r->hw), free(r->white);
-    free(r->col), free(r->out16), free(r->carry), free(r->rowp);
+    free(r->hoff), free(r->hw), free(r->hwx), free(r->white);
+    free(r->col), free(r->out16), free(r->carry), free(r->rowp), free(r->colT), free(r->vrows), free(r->outT);
     free(r);
     *rp = NULL;
 }
@@ -368,97 +408,200 @@ static void to_u8_sse2(uint8_t *restrict out, const uint16_t *restrict in, size_
 }
 #endif
 
-/* ---- AVX2 (chosen at run time): the same lanes, 16 at a time ------------------------------------------ */
+/* ---- AVX2 (chosen at run time): 16 output rows at once, one per 16-bit lane ----------------------------
+ * A block of up to BLK output rows is resampled in chunks of XC output pixels. For each chunk the vertical
+ * sums of the samples it reads are computed row by row, 32 samples at a time, and transposed in 16 x 16
+ * blocks, so that each summed sample is one vector holding its 16 rows. The horizontal taps then load whole
+ * aligned vectors (no gathers) and multiply them by one broadcast weight; the sums start at 64, so a shift
+ * gives the bytes, which are paired, transposed back to rows and stored 32 at a time. */
 
 #if HAVE_SSE2
-#define AVX2 __attribute__((target("avx2")))
+#define AVX2 __attribute__((target("avx2,prfchw")))
+#define AVX2_INLINE static inline AVX2 __attribute__((always_inline))
 
-static inline AVX2 __attribute__((always_inline)) size_t vpass_avx2_c(uint16_t *restrict col, const uint8_t *const *p,
-                                                                      const uint16_t *w, uint32_t c, size_t n)
+/* out[i] word r = in[r] word i, for 16 x 16 words: unpacks of 16, 32 and 64 bits inside the 128-bit halves,
+ * then the halves swapped across. */
+AVX2_INLINE void transpose16(const __m256i *in, __m256i *out)
 {
-    size_t k = 0;
-    for (; k + 16 <= n; k += 16) {
+    __m256i a[16], b[16], c[16];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) { /* a[2j]: words 0-3 (8-11) of rows 2j, 2j+1 interleaved; a[2j+1]: 4-7 (12-15) */
+        a[2 * j] = _mm256_unpacklo_epi16(in[2 * j], in[2 * j + 1]);
+        a[2 * j + 1] = _mm256_unpackhi_epi16(in[2 * j], in[2 * j + 1]);
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; q++) { /* b[4q+m]: words 2m, 2m+1 (2m+8, 2m+9) of rows 4q..4q+3 */
+        b[4 * q] = _mm256_unpacklo_epi32(a[4 * q], a[4 * q + 2]);
+        b[4 * q + 1] = _mm256_unpackhi_epi32(a[4 * q], a[4 * q + 2]);
+        b[4 * q + 2] = _mm256_unpacklo_epi32(a[4 * q + 1], a[4 * q + 3]);
+        b[4 * q + 3] = _mm256_unpackhi_epi32(a[4 * q + 1], a[4 * q + 3]);
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) /* c[8h+w]: word w (w+8) of rows 8h..8h+7 */
+#pragma GCC unroll 4
+        for (int m = 0; m < 4; m++) {
+            c[8 * h + 2 * m] = _mm256_unpacklo_epi64(b[8 * h + m], b[8 * h + 4 + m]);
+            c[8 * h + 2 * m + 1] = _mm256_unpackhi_epi64(b[8 * h + m], b[8 * h + 4 + m]);
+        }
+#pragma GCC unroll 8
+    for (int w = 0; w < 8; w++) {
+        out[w] = _mm256_permute2x128_si256(c[w], c[8 + w], 0x20);
+        out[w + 8] = _mm256_permute2x128_si256(c[w], c[8 + w], 0x31);
+    }
+}
+
+/* One row's vertical sums of samples [k0, k0 + len) into out (len a multiple of 16; 0 past the source row):
+ * 16 samples a step as p << 8, times the weight, high half, summed, doubled. The last samples of the row go
+ * through the plain C code. Inlined with c a constant for 1..3 rows. */
+AVX2_INLINE void vrow_avx2_c(uint16_t *restrict out, const uint8_t *const *p, const uint16_t *w, uint32_t c,
+                             size_t k0, size_t len, size_t n)
+{
+    size_t end = k0 + len < n ? k0 + len : n, k = k0;
+    for (uint32_t t = 0; t < c; t++) /* the next chunk's bytes */
+        for (size_t ahead = end; ahead < end + len && ahead < n; ahead += 64)
+            _mm_prefetch((const char *)(p[t] + ahead), _MM_HINT_T0);
+    for (; k + 16 <= end; k += 16) {
         __m256i s = _mm256_setzero_si256();
 #pragma GCC unroll 4
         for (uint32_t t = 0; t < c; t++) {
             __m256i v = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p[t] + k))), 8);
             s = _mm256_add_epi16(s, _mm256_mulhi_epu16(v, _mm256_set1_epi16((short)w[t])));
         }
-        _mm256_storeu_si256((__m256i *)(col + k), _mm256_slli_epi16(s, 1));
+        _mm256_store_si256((__m256i *)(out + (k - k0)), _mm256_slli_epi16(s, 1));
     }
-    return k;
+    for (; k < k0 + len; k++) {
+        uint16_t v = 0;
+        for (uint32_t t = 0; k < end && t < c; t++)
+            v = (uint16_t)(v + mulhi((uint16_t)(p[t][k] << 8), w[t]));
+        out[k - k0] = (uint16_t)(v << 1);
+    }
 }
 
-static AVX2 void vpass_avx2(uint16_t *restrict col, const uint8_t *const *p, const uint16_t *w, uint32_t c, size_t n)
+static AVX2 void vrow_avx2(uint16_t *out, const uint8_t *const *p, const uint16_t *w, uint32_t c, size_t k0,
+                           size_t len, size_t n)
 {
-    size_t k;
     switch (c) {
-    case 1: k = vpass_avx2_c(col, p, w, 1, n); break;
-    case 2: k = vpass_avx2_c(col, p, w, 2, n); break;
-    case 3: k = vpass_avx2_c(col, p, w, 3, n); break;
-    default: k = vpass_avx2_c(col, p, w, c, n); break;
+    case 1: vrow_avx2_c(out, p, w, 1, k0, len, n); break;
+    case 2: vrow_avx2_c(out, p, w, 2, k0, len, n); break;
+    case 3: vrow_avx2_c(out, p, w, 3, k0, len, n); break;
+    default: vrow_avx2_c(out, p, w, c, k0, len, n); break;
     }
-    vpass_c(col, p, w, c, k, n);
 }
 
-/* Four output pixels per vector: as hpass_sse2_k with both halves in one register. */
-static inline AVX2 __attribute__((always_inline)) void hpass_avx2_k(const uint16_t *col, const uint32_t *off,
-                                                                    const uint16_t *w, uint32_t nquads, uint32_t k,
-                                                                    uint16_t *out)
+/* The vertical sums of samples [a, a + len) of the block's rows (len a multiple of 16), row by row into
+ * vrows, then transposed in 16 x 16 blocks into colT: one vector (16 rows) per sample. Rows past the block
+ * keep whatever they held: their lanes are dropped. */
+static AVX2 void vchunk_avx2(pgd_resample *r, uint32_t nb, size_t a, size_t len)
 {
-    for (uint32_t q = 0; q < nquads; q++, w += 16 * k, off += 4, out += 12) {
-        const uint16_t *a = col + off[0], *b = col + off[1], *c = col + off[2], *d = col + off[3];
-        __m256i s = _mm256_setzero_si256();
-#pragma GCC unroll 4
-        for (uint32_t t = 0; t < k; t++) {
-            __m128i v = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(a + 3 * t)),
-                                           _mm_loadl_epi64((const __m128i *)(b + 3 * t)));
-            __m128i x = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(c + 3 * t)),
-                                           _mm_loadl_epi64((const __m128i *)(d + 3 * t)));
-            __m256i vx = _mm256_inserti128_si256(_mm256_castsi128_si256(v), x, 1);
-            s = _mm256_add_epi16(s, _mm256_mulhi_epu16(vx, _mm256_loadu_si256((const __m256i *)(w + 16 * t))));
-        }
-        __m128i lo = _mm256_castsi256_si128(s), hi = _mm256_extracti128_si256(s, 1);
-        _mm_storel_epi64((__m128i *)out, lo);
-        _mm_storel_epi64((__m128i *)(out + 3), _mm_unpackhi_epi64(lo, lo));
-        _mm_storel_epi64((__m128i *)(out + 6), hi);
-        _mm_storel_epi64((__m128i *)(out + 9), _mm_unpackhi_epi64(hi, hi));
+    size_t n = (size_t)r->m.src_w * 3;
+    for (uint32_t row = 0; row < nb; row++)
+        vrow_avx2(r->vrows + row * r->vspan, r->rowp + (size_t)row * r->kv, r->bw[row], r->bc[row], a, len, n);
+    __m256i *colT = (__m256i *)r->colT;
+    for (size_t g = 0; g < len; g += 16) {
+        __m256i in[16];
+#pragma GCC unroll 16
+        for (int row = 0; row < 16; row++)
+            in[row] = _mm256_load_si256((const __m256i *)(r->vrows + row * r->vspan + g));
+        transpose16(in, colT + g);
     }
 }
 
-static AVX2 void hpass_avx2(const pgd_resample *r, const uint16_t *col, uint16_t *out)
-{
-    uint32_t nq = r->npix / 4;
-    switch (r->kh) {
-    case 1: hpass_avx2_k(col, r->hoff, r->hw, nq, 1, out); break;
-    case 2: hpass_avx2_k(col, r->hoff, r->hw, nq, 2, out); break;
-    case 3: hpass_avx2_k(col, r->hoff, r->hw, nq, 3, out); break;
-    case 4: hpass_avx2_k(col, r->hoff, r->hw, nq, 4, out); break;
-    default: hpass_avx2_k(col, r->hoff, r->hw, nq, r->kh, out); break;
-    }
-}
-
-static AVX2 void to_u8_avx2(uint8_t *restrict out, const uint16_t *restrict in, size_t n)
+/* The output of npx pixels from colT (whose first sample is a): 64 + the sum of the taps, shifted to bytes,
+ * two samples to a 16-bit word (the first in the low byte: a row's bytes in order once transposed back).
+ * Pixels go in pairs (six samples, three words). Inlined with kh a constant for the common tap counts. */
+AVX2_INLINE void hchunk_avx2_k(const __m256i *colT, const uint32_t *hoff, const uint16_t *hw, uint32_t npx,
+                               uint32_t kh, size_t a, __m256i *outT)
 {
     const __m256i half = _mm256_set1_epi16(64);
-    size_t k = 0;
-    for (; k + 32 <= n; k += 32) {
-        __m256i a = _mm256_srli_epi16(_mm256_add_epi16(_mm256_loadu_si256((const __m256i *)(in + k)), half), 7);
-        __m256i b = _mm256_srli_epi16(_mm256_add_epi16(_mm256_loadu_si256((const __m256i *)(in + k + 16)), half), 7);
-        /* packus works within 128-bit halves: put the quarters back in order */
-        __m256i pk = _mm256_permute4x64_epi64(_mm256_packus_epi16(a, b), 0xd8);
-        _mm256_storeu_si256((__m256i *)(out + k), pk);
+    uint32_t x = 0;
+    for (; x + 1 < npx; x += 2, hw += 2 * kh, outT += 3) {
+        const __m256i *p = colT + (hoff[x] - a), *q = colT + (hoff[x + 1] - a);
+        __m256i s0 = half, s1 = half, s2 = half, s3 = half, s4 = half, s5 = half;
+#pragma GCC unroll 4
+        for (uint32_t t = 0; t < kh; t++) {
+            __m256i w = _mm256_set1_epi16((short)hw[t]), v = _mm256_set1_epi16((short)hw[kh + t]);
+            s0 = _mm256_add_epi16(s0, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t), w));
+            s1 = _mm256_add_epi16(s1, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t + 1), w));
+            s2 = _mm256_add_epi16(s2, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t + 2), w));
+            s3 = _mm256_add_epi16(s3, _mm256_mulhi_epu16(_mm256_load_si256(q + 3 * t), v));
+            s4 = _mm256_add_epi16(s4, _mm256_mulhi_epu16(_mm256_load_si256(q + 3 * t + 1), v));
+            s5 = _mm256_add_epi16(s5, _mm256_mulhi_epu16(_mm256_load_si256(q + 3 * t + 2), v));
+        }
+        outT[0] = _mm256_or_si256(_mm256_srli_epi16(s0, 7), _mm256_slli_epi16(_mm256_srli_epi16(s1, 7), 8));
+        outT[1] = _mm256_or_si256(_mm256_srli_epi16(s2, 7), _mm256_slli_epi16(_mm256_srli_epi16(s3, 7), 8));
+        outT[2] = _mm256_or_si256(_mm256_srli_epi16(s4, 7), _mm256_slli_epi16(_mm256_srli_epi16(s5, 7), 8));
     }
-    to_u8_c(out + k, in + k, n - k);
+    if (x < npx) { /* an odd last pixel: its blue sample pairs with nothing */
+        const __m256i *p = colT + (hoff[x] - a);
+        __m256i s0 = half, s1 = half, s2 = half;
+        for (uint32_t t = 0; t < kh; t++) {
+            __m256i w = _mm256_set1_epi16((short)hw[t]);
+            s0 = _mm256_add_epi16(s0, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t), w));
+            s1 = _mm256_add_epi16(s1, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t + 1), w));
+            s2 = _mm256_add_epi16(s2, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t + 2), w));
+        }
+        outT[0] = _mm256_or_si256(_mm256_srli_epi16(s0, 7), _mm256_slli_epi16(_mm256_srli_epi16(s1, 7), 8));
+        outT[1] = _mm256_srli_epi16(s2, 7);
+    }
 }
 
-static AVX2 void row_avx2(pgd_resample *r, uint8_t *out, const uint16_t *w, uint32_t c)
+static AVX2 void hchunk_avx2(const pgd_resample *r, uint32_t x0, uint32_t npx, size_t a)
 {
-    vpass_avx2(r->col, r->rowp, w, c, (size_t)r->m.src_w * 3);
-    hpass_avx2(r, r->col, r->out16);
-    to_u8_avx2(out, r->out16, (size_t)r->m.dst_w * 3);
+    const __m256i *colT = (const __m256i *)r->colT;
+    const uint32_t *hoff = r->hoff + x0;
+    const uint16_t *hw = r->hwx + (size_t)x0 * r->kh;
+    __m256i *outT = (__m256i *)r->outT;
+    switch (r->kh) {
+    case 1: hchunk_avx2_k(colT, hoff, hw, npx, 1, a, outT); break;
+    case 2: hchunk_avx2_k(colT, hoff, hw, npx, 2, a, outT); break;
+    case 3: hchunk_avx2_k(colT, hoff, hw, npx, 3, a, outT); break;
+    case 4: hchunk_avx2_k(colT, hoff, hw, npx, 4, a, outT); break;
+    default: hchunk_avx2_k(colT, hoff, hw, npx, r->kh, a, outT); break;
+    }
+}
+
+/* The ns output bytes in outT (paired into words, 16 rows each) to the block's nb rows at out (row_left bytes
+ * left in each row from there): transposed back to rows, 32 bytes a store (the last, partial store through a
+ * buffer). */
+static AVX2 void hstore_avx2(const pgd_resample *r, uint32_t nb, size_t ns, size_t row_left, uint8_t *out)
+{
+    const __m256i *outT = (const __m256i *)r->outT;
+    for (size_t s = 0; s < ns; s += 32) {
+        __m256i o[16];
+        transpose16(outT + s / 2, o);
+        for (uint32_t row = 0; row < nb; row++) {
+            uint8_t *dst = out + row * r->dstride + s;
+            if (s + PFW_AHEAD < row_left)
+                _m_prefetchw(dst + PFW_AHEAD); /* the next chunk's output, with the intent to write */
+            if (s + 32 <= ns) {
+                _mm256_storeu_si256((__m256i *)dst, o[row]);
+            } else {
+                uint8_t last[32];
+                _mm256_storeu_si256((__m256i *)last, o[row]);
+                memcpy(dst, last, ns - s);
+            }
+        }
+    }
+}
+
+/* Output rows y0 .. y0 + nb - 1 (nb <= BLK) from the rows and weights in rowp, bw, bc. */
+static AVX2 void block_avx2(pgd_resample *r, uint32_t y0, uint32_t nb)
+{
+    uint8_t *out = r->dst + y0 * r->dstride;
+    for (uint32_t x0 = 0; x0 < r->m.dst_w; x0 += XC) {
+        uint32_t npx = r->m.dst_w - x0 < XC ? r->m.dst_w - x0 : XC;
+        size_t a = r->hoff[x0], b = r->hoff[x0] + 3 * (size_t)r->kh;
+        for (uint32_t x = x0 + 1; x < x0 + npx; x++) {
+            a = r->hoff[x] < a ? r->hoff[x] : a;
+            b = r->hoff[x] + 3 * (size_t)r->kh > b ? r->hoff[x] + 3 * (size_t)r->kh : b;
+        }
+        vchunk_avx2(r, nb, a, (b - a + 15) / 16 * 16);
+        hchunk_avx2(r, x0, npx, a);
+        hstore_avx2(r, nb, (size_t)npx * 3, (size_t)(r->m.dst_w - x0) * 3, out + (size_t)x0 * 3);
+    }
 }
 #undef AVX2
+#undef AVX2_INLINE
 #endif
 
 /* ---- streaming --------------------------------------------------------------------------------------- */
@@ -471,25 +614,32 @@ static const uint8_t *src_row(const pgd_resample *r, uint32_t j, uint32_t base, 
     return rows + (size_t)(j - base) * stride;
 }
 
-/* Output row y from its source rows that have arrived (all of them, except at finish; none: white). */
-static void write_row(pgd_resample *r, uint32_t y, uint32_t base, const uint8_t *rows, size_t stride)
+/* The source rows of output row y that have arrived (all of them, except at finish) into rows_out; their
+ * count (0: none, the row is white). */
+static uint32_t gather_rows(const pgd_resample *r, uint32_t y, uint32_t base, const uint8_t *rows, size_t stride,
+                            const uint8_t **rows_out)
 {
-    uint8_t *out = r->dst + y * r->dstride;
     uint32_t j0 = r->v.start[y], c = r->v.count[y];
     if (j0 + c > r->next_src)
         c = r->next_src > j0 ? r->next_src - j0 : 0;
+    for (uint32_t t = 0; t < c; t++)
+        rows_out[t] = src_row(r, j0 + t, base, rows, stride);
+    return c;
+}
+
+/* Output row y on its own: the plain C code, or SSE2 (for SSE2, and for AVX2 rows too few to fill a block). */
+static void write_row(pgd_resample *r, uint32_t y, uint32_t base, const uint8_t *rows, size_t stride)
+{
+    uint8_t *out = r->dst + y * r->dstride;
+    uint32_t c = gather_rows(r, y, base, rows, stride, r->rowp);
     if (!c) {
         memset(out, 255, (size_t)r->m.dst_w * 3);
         return;
     }
-    for (uint32_t t = 0; t < c; t++)
-        r->rowp[t] = src_row(r, j0 + t, base, rows, stride);
     const uint16_t *w = r->v.w + r->v.off[y];
     size_t n = (size_t)r->m.src_w * 3, nout = (size_t)r->m.dst_w * 3;
 #if HAVE_SSE2
-    if (r->impl == PGD_RESAMPLE_AVX2) {
-        row_avx2(r, out, w, c);
-    } else if (r->impl == PGD_RESAMPLE_SSE2) {
+    if (r->impl != PGD_RESAMPLE_SCALAR) {
         vpass_sse2(r->col, r->rowp, w, c, n);
         hpass_sse2(r, r->col, r->out16);
         to_u8_sse2(out, r->out16, nout);
@@ -504,6 +654,36 @@ static void write_row(pgd_resample *r, uint32_t y, uint32_t base, const uint8_t 
         memset(out + (size_t)r->white[i] * 3, 255, 3);
 }
 
+/* Output rows y .. y + nb - 1: a block of the AVX2 code (nb <= BLK, at least half of it), or row after row. */
+static void write_rows(pgd_resample *r, uint32_t y, uint32_t nb, uint32_t base, const uint8_t *rows, size_t stride)
+{
+#if HAVE_SSE2
+    if (r->impl == PGD_RESAMPLE_AVX2 && nb >= BLK_MIN) {
+        for (uint32_t i = 0; i < BLK; i++) {
+            r->bc[i] = i < nb ? gather_rows(r, y + i, base, rows, stride, r->rowp + (size_t)i * r->kv) : 0;
+            r->bw[i] = i < nb ? r->v.w + r->v.off[y + i] : NULL;
+        }
+        block_avx2(r, y, nb);
+        for (uint32_t i = 0; i < nb; i++) {
+            uint8_t *out = r->dst + (y + i) * r->dstride;
+            if (!r->bc[i])
+                memset(out, 255, (size_t)r->m.dst_w * 3);
+            for (uint32_t k = 0; r->bc[i] && k < r->nwhite; k++)
+                memset(out + (size_t)r->white[k] * 3, 255, 3);
+        }
+        return;
+    }
+#endif
+    for (uint32_t i = 0; i < nb; i++)
+        write_row(r, y + i, base, rows, stride);
+}
+
+/* 1 when every source row of output row y has arrived. */
+static int row_ready(const pgd_resample *r, uint32_t y)
+{
+    return y < r->m.dst_h && r->v.start[y] + r->v.count[y] <= r->next_src;
+}
+
 void pgd_resample_push(pgd_resample *r, const uint8_t *rows, size_t stride, uint32_t n)
 {
     size_t len = (size_t)r->m.src_w * 3;
@@ -511,8 +691,13 @@ void pgd_resample_push(pgd_resample *r, const uint8_t *rows, size_t stride, uint
     if (n > r->m.src_h - base)
         n = r->m.src_h - base;
     r->next_src = base + n;
-    while (r->next_out < r->m.dst_h && r->v.start[r->next_out] + r->v.count[r->next_out] <= r->next_src)
-        write_row(r, r->next_out++, base, rows, stride);
+    while (row_ready(r, r->next_out)) {
+        uint32_t nb = 1;
+        while (nb < BLK && row_ready(r, r->next_out + nb))
+            nb++;
+        write_rows(r, r->next_out, nb, base, rows, stride);
+        r->next_out += nb;
+    }
     /* keep the arrived rows the open output rows still need: fewer than kv */
     uint32_t keep = r->next_out < r->m.dst_h ? r->v.start[r->next_out] : r->next_src;
     keep = keep > r->next_src ? r->next_src : keep;
@@ -525,8 +710,11 @@ void pgd_resample_push(pgd_resample *r, const uint8_t *rows, size_t stride, uint
 
 void pgd_resample_finish(pgd_resample *r)
 {
-    while (r->next_out < r->m.dst_h)
-        write_row(r, r->next_out++, r->next_src, NULL, 0);
+    while (r->next_out < r->m.dst_h) {
+        uint32_t nb = r->m.dst_h - r->next_out < BLK ? r->m.dst_h - r->next_out : BLK;
+        write_rows(r, r->next_out, nb, r->next_src, NULL, 0);
+        r->next_out += nb;
+    }
 }
 
 int pgd_resample_area_impl(const pgd_resample_map *m, pgd_resample_impl impl, const uint8_t *src, size_t sstride,

@@ -29,7 +29,8 @@ typedef enum pgd_resample_impl {
     PGD_RESAMPLE_AUTO = 0,   /* the fastest this build and CPU have */
     PGD_RESAMPLE_SCALAR = 1, /* plain C: the reference the vector code is tested against */
     PGD_RESAMPLE_SSE2 = 2,   /* x86-64 SSE2 (baseline there): 16 bytes down, two pixels across at a time */
-    PGD_RESAMPLE_AVX2 = 3,   /* x86-64 AVX2 when the CPU has it (checked at run time): 16 and 4 at a time */
+    PGD_RESAMPLE_AVX2 = 3,   /* x86-64 AVX2 when the CPU has it (checked at run time): 16 output rows at
+                                once, one per 16-bit lane (a few rows at the end of a push: SSE2) */
 } pgd_resample_impl;
 
 /* 1 when impl can run here (AUTO and SCALAR always can). */
@@ -39,7 +40,8 @@ int pgd_resample_impl_available(pgd_resample_impl impl);
 const char *pgd_resample_impl_name(pgd_resample_impl impl);
 
 /* A streaming resampler writing into dst (dst_h rows of dst_w RGB pixels, rows dst_stride apart, owned by
- * the caller, alive until finish). Memory is O(src_w x (ceil(ry) + 3)) bytes whatever src_h is. */
+ * the caller, alive until finish; nothing outside those rows' dst_w x 3 bytes is written). Memory is
+ * O(src_w x (ceil(ry) + 3) + rx) bytes whatever src_h is. */
 pgd_resample *pgd_resample_new(const pgd_resample_map *m, uint8_t *dst, size_t dst_stride, pgd_err *err);
 
 /* The same with a chosen implementation (an unavailable one is an error). */
