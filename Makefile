@@ -4,6 +4,7 @@
 #   make asan       the same tests under AddressSanitizer + UBSan (build/asan)
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (clang)
 #   make bench      build the benchmarks (bench/README.md says how to run them)
+#   make demo       the main job: synthesise slides, train PatchGD and GD on them, print a table
 #   make deps       install the Debian packages the project needs, when missing
 
 BUILD ?= build
@@ -63,7 +64,7 @@ TEST_UTIL := $(call obj,tests/cunit_util.c)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test check asan fuzz bench deps clean
+.PHONY: all test check asan fuzz bench deps clean demo
 .SECONDARY:
 all: $(LIBS) $(BINS) $(TESTS) $(BENCHES)
 
@@ -113,6 +114,11 @@ asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=1 check
 
 bench: all
+
+# The main job: synthetic slides, PatchGD and GD trained and evaluated, a table (launch/demo.sh).
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@bash launch/demo.sh
 
 # libFuzzer targets: tests/fuzz/fuzz_NAME.c, seed corpus tests/corpus/NAME/ (replayed by make test).
 FUZZ_SECONDS ?= 60

@@ -23,7 +23,7 @@ for b in pgd-sampler pgd-trainer pgd-loader pgd-synth pgd-zstore; do [ -x "$B/$b
 graph() {
   local tag=$1 n=$2 sargs=$3; shift 3
   # shellcheck disable=SC2086
-  "$B/pgd-sampler" --manifest "$tmp/s/train.csv" --loaders-endpoint "ipc://$tmp/$tag.l" \
+  "$B/pgd-sampler" --manifest "${manifest:-$tmp/s/train.csv}" --loaders-endpoint "ipc://$tmp/$tag.l" \
     --consumer-endpoint "ipc://$tmp/$tag.c" --heartbeat-ms 100 --heartbeat-timeout-ms 2000 --loader-wait-ms 20000 \
     $sargs 2>"$tmp/$tag.sampler.log" &
   local sp=$!
@@ -98,6 +98,19 @@ for slot in 0 5; do
   cmp -s "$tmp/d$slot.png" "$tmp/i1/png/$id.png" || fail "slot $slot and z_heatmap/$id.png differ"
 done
 "$B/pgd-zstore" rm "$zs.i" >/dev/null || fail "pgd-zstore rm"
+
+# --- a corrupt slide: reported by the sampler, left out of its batch; the other five are evaluated ---------
+mkdir -p "$tmp/c"
+cp "$tmp"/s/*.tiff "$tmp/s/train.csv" "$tmp/c/"
+truncate -s 3000 "$tmp/c/panda_00001.tiff"
+manifest=$tmp/c/train.csv graph c1 2 "--fit-size 256 --patch 64 --batch-size 3 --fill-chunk 8 --mode infer" \
+  "${model[@]}" --batch-size 3 --weights "$tmp/t1/model.safetensors"
+grep -q '^panda_00001	' "$tmp/c1.run/errors.tsv" 2>/dev/null || grep -q 'panda_00001' "$tmp/c1.sampler.log" \
+  || fail "the corrupt slide is not reported"
+[ "$(grep -c ',ok$' "$tmp/c1/predictions.csv")" = 5 ] || { cat "$tmp/c1/predictions.csv"; fail "5 predictions"; }
+! grep -q '^panda_00001,' "$tmp/c1/predictions.csv" || fail "a prediction for the corrupt slide"
+[ "$(cut -d, -f1 "$tmp/c1/predictions.csv" | sort -u | wc -l)" = 6 ] || fail "a slide predicted twice"
+unset manifest
 
 # --- GD: whole images (a 1 x 1 grid) -------------------------------------------------------------------------
 graph g1 1 "--fit-size 64 --patch 64 --batch-size 3 --epochs 2 --sampling 1 --seed 5" \

@@ -1,6 +1,6 @@
 /* test_run.c: pgd-trainer run's parts in one process: Z mirrored into a zstore segment and into files ([m][n][s],
  * slots, ids, labels, wrapping, clean-up), and save -> resume -> continue ending bit for bit where the uninterrupted
- * run ends. */
+ * run ends (PatchGD, and GD with dropout). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +20,8 @@
 #define S 5
 #define PATCH 8
 #define PX (PATCH * PATCH * 3)
+#define GD_SIZE 32
+#define GD_PX (GD_SIZE * GD_SIZE * 3)
 
 /* Options from words (the real parser, so every default is the documented one). */
 static int run_init(pgd_run *r, const char *const *words)
@@ -221,6 +223,16 @@ static void test_z_refused(void)
     }
 }
 
+/* The learning rate of the next batch, as pgd-trainer's schedule gives it (run.c, current_lr). */
+static float scheduled_lr(const pgd_run *r)
+{
+    pgd_opt_cfg c = pgd_opt_defaults();
+    c.lr = (float)r->o.lr;
+    c.warmup_steps = r->o.warmup_epochs * r->batches_per_epoch;
+    c.total_steps = r->o.epochs * r->batches_per_epoch;
+    return pgd_opt_lr(&c, r->tick + 1);
+}
+
 /* One image batch as the trainer runs it: the fill sweep, 2 inner steps of 2 cells per image, the update. */
 static int train_batch(pgd_run *r, int b, pgd_err *err)
 {
@@ -235,14 +247,10 @@ static int train_batch(pgd_run *r, int b, pgd_err *err)
         cells[i] = i;
     if (pgd_patchgd_fill(r->pg, px, cells, 2 * MN, err) != 0)
         return -1;
-    pgd_opt_cfg c = pgd_opt_defaults();
-    c.lr = (float)r->o.lr;
-    c.warmup_steps = r->o.warmup_epochs * r->batches_per_epoch;
-    c.total_steps = r->o.epochs * r->batches_per_epoch;
     for (uint32_t step = 0; step < 2; step++) {
         uint32_t fresh[4] = {step * 2, step * 2 + 1, MN + 5 - step * 2, MN + 4 - step * 2};
         float loss;
-        pgd_patchgd_set_lr(r->pg, pgd_opt_lr(&c, r->tick + 1));
+        pgd_patchgd_set_lr(r->pg, scheduled_lr(r));
         if (pgd_patchgd_inner(r->pg, px, fresh, 4, labels, 2, &loss, err) != 0)
             return -1;
     }
@@ -257,16 +265,19 @@ static void download(pgd_run *r, float *dst, const float *src, size_t n)
     r->be->ops->download(r->be, dst, src, n * sizeof(float));
 }
 
-/* Everything a continued run depends on, as bytes: parameters, BN statistics and counters, moments, steps. */
+/* Everything a continued run depends on, as bytes: parameters, BN statistics and counters, moments, steps, and
+ * the dropout-seed counters (PatchGD's or GD's). */
 static size_t snapshot(pgd_run *r, unsigned char **out)
 {
     pgd_net *nets[2] = {r->f, r->g};
     pgd_optim *opts[2] = {r->opt_f, r->opt_g};
+    int n = r->g ? 2 : 1;
     size_t total = 0, cap = 0;
-    for (int k = 0; k < 2; k++)
-        cap += (3 * pgd_net_param_count(nets[k]) + pgd_net_buffer_count(nets[k])) * sizeof(float) + 64 * 8;
+    for (int k = 0; k < n; k++)
+        cap += (3 * pgd_net_param_count(nets[k]) + pgd_net_buffer_count(nets[k])) * sizeof(float) +
+               8 * (size_t)pgd_net_tensor_count(nets[k]) + 8;
     unsigned char *b = malloc(cap + 64);
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < n; k++) {
         size_t np = pgd_net_param_count(nets[k]), nb = pgd_net_buffer_count(nets[k]);
         download(r, (float *)(b + total), pgd_net_params(nets[k]), np), total += np * sizeof(float);
         download(r, (float *)(b + total), pgd_net_buffers(nets[k]), nb), total += nb * sizeof(float);
@@ -280,10 +291,24 @@ static size_t snapshot(pgd_run *r, unsigned char **out)
         memcpy(b + total, &opts[k]->step, 8), total += 8;
     }
     int64_t c[3] = {r->tick};
-    pgd_patchgd_get_counters(r->pg, &c[1], &c[2]);
+    if (r->pg)
+        pgd_patchgd_get_counters(r->pg, &c[1], &c[2]);
+    if (r->gd)
+        pgd_gd_get_counters(r->gd, &c[1]);
     memcpy(b + total, c, sizeof c), total += sizeof c;
     *out = b;
     return total;
+}
+
+/* Whether runs a and b hold the same bytes (snapshot). */
+static int same_state(pgd_run *a, pgd_run *b)
+{
+    unsigned char *sa, *sb;
+    size_t na = snapshot(a, &sa), nb = snapshot(b, &sb);
+    int same = na == nb && memcmp(sa, sb, na) == 0;
+    free(sa);
+    free(sb);
+    return same;
 }
 
 static void test_resume_bit_exact(void)
@@ -317,12 +342,7 @@ static void test_resume_bit_exact(void)
     CU_ASSERT_EQUAL(b.opt_f->step, 2);
     for (int i = 2; i < 4; i++)
         CU_ASSERT_EQUAL_FATAL(train_batch(&b, i, &err), 0);
-    unsigned char *sa, *sb;
-    size_t na = snapshot(&a, &sa), nb = snapshot(&b, &sb);
-    CU_ASSERT_EQUAL(na, nb);
-    CU_ASSERT(na == nb && memcmp(sa, sb, na) == 0);
-    free(sa);
-    free(sb);
+    CU_ASSERT(same_state(&a, &b));
     run_free(&b);
 
     /* a different optimizer cannot take the saved moments */
@@ -335,11 +355,77 @@ static void test_resume_bit_exact(void)
     run_free(&a);
 }
 
+/* One GD step as the trainer runs it, on 2 seeded random images. */
+static int gd_batch(pgd_run *r, int b, pgd_err *err)
+{
+    uint8_t px[2 * GD_PX];
+    int32_t labels[2] = {b % 3, (b + 1) % 3};
+    pgd_rng rng;
+    pgd_rng_seed(&rng, 200 + (uint64_t)b);
+    for (size_t i = 0; i < sizeof px; i++)
+        px[i] = (uint8_t)(pgd_rng_u64(&rng) >> 56);
+    float loss;
+    if (pgd_gd_step(r->gd, px, labels, 2, scheduled_lr(r), &loss, NULL, err) != 0)
+        return -1;
+    r->tick++;
+    return 0;
+}
+
+/* GD with dropout (mobilenet_v2's classifier, p = 0.2): 2 steps, save, 2 more vs. resume and the same 2, byte for
+ * byte; the same resume with the step counter put back to 0 (dropout masks of steps 0 and 1 again) differs, so
+ * the counter is what carries the masks across. */
+static void test_resume_gd_dropout(void)
+{
+    const char *dir = pgd_test_path("resume_gd");
+    const char *common[] = {"--method", "gd", "--arch", "mobilenet_v2", "--lr", "0.01", "--epochs", "2",
+                            "--warmup-epochs", "1", "--run-dir", dir, NULL};
+    const char *resumed[] = {"--method", "gd", "--arch", "mobilenet_v2", "--lr", "0.01", "--epochs", "2",
+                             "--warmup-epochs", "1", "--resume", dir, NULL};
+    pgd_run a, b;
+    pgd_err err = PGD_ERR_INIT;
+    pgd_wire_header h = header(PGD_WIRE_FLAG_INNER | PGD_WIRE_FLAG_BATCH_END);
+    h.patches_per_image = 1;
+    h.patch_size = GD_SIZE;
+    h.grid_m = h.grid_n = 1;
+    CU_ASSERT_EQUAL_FATAL(run_init(&a, common), 0);
+    CU_ASSERT_EQUAL_FATAL(pgd_run_out_open(&a, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(pgd_run_build(&a, &h, &err), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a.gd);
+    a.batches_per_epoch = 2;
+    for (int i = 0; i < 2; i++)
+        CU_ASSERT_EQUAL_FATAL(gd_batch(&a, i, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(pgd_run_checkpoint(&a, 1, &err), 0);
+    for (int i = 2; i < 4; i++)
+        CU_ASSERT_EQUAL_FATAL(gd_batch(&a, i, &err), 0);
+
+    for (int reset = 0; reset < 2; reset++) {
+        CU_ASSERT_EQUAL_FATAL(run_init(&b, resumed), 0);
+        CU_ASSERT_EQUAL_FATAL(pgd_run_resume_check(&b, &err), 0);
+        b.batches_per_epoch = 2;
+        CU_ASSERT_EQUAL_FATAL(pgd_run_build(&b, &h, &err), 0);
+        int64_t steps = -1;
+        pgd_gd_get_counters(b.gd, &steps);
+        CU_ASSERT_EQUAL(steps, 2);
+        CU_ASSERT_EQUAL(b.tick, 2);
+        CU_ASSERT_EQUAL(b.opt_f->step, 2);
+        if (reset)
+            pgd_gd_set_counters(b.gd, 0);
+        for (int i = 2; i < 4; i++)
+            CU_ASSERT_EQUAL_FATAL(gd_batch(&b, i, &err), 0);
+        if (reset) /* the counter put right again, so that only the masks differ */
+            pgd_gd_set_counters(b.gd, 4);
+        CU_ASSERT_EQUAL(same_state(&a, &b), !reset);
+        run_free(&b);
+    }
+    run_free(&a);
+}
+
 static const pgd_test_case cases[] = {
     {"z_infer", test_z_infer},
     {"z_existing", test_z_existing},
     {"z_refused", test_z_refused},
     {"resume_bit_exact", test_resume_bit_exact},
+    {"resume_gd_dropout", test_resume_gd_dropout},
     {NULL, NULL},
 };
 

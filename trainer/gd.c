@@ -130,3 +130,13 @@ int pgd_gd_predict(pgd_gd *gd, const uint8_t *pixels, int images, float *probs, 
     gd->be->ops->download(gd->be, probs, gd->probs, (size_t)images * gd->classes * sizeof(float));
     return pgd_backend_error(gd->be, err);
 }
+
+void pgd_gd_get_counters(const pgd_gd *gd, int64_t *steps)
+{
+    *steps = gd->steps;
+}
+
+void pgd_gd_set_counters(pgd_gd *gd, int64_t steps)
+{
+    gd->steps = steps;
+}

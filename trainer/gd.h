@@ -31,4 +31,13 @@ int pgd_gd_step(pgd_gd *gd, const uint8_t *pixels, const int32_t *labels, int im
 /* Eval-mode forward: probs (host, [images, classes]). */
 int pgd_gd_predict(pgd_gd *gd, const uint8_t *pixels, int images, float *probs, pgd_err *err);
 
+/* The dropout-seed counter: training steps taken (*steps); the next step's masks derive from (seed, steps).
+ * A run that resumes from a checkpoint sets the value saved with it, so that its masks continue where the
+ * saved run was. */
+void pgd_gd_get_counters(const pgd_gd *gd, int64_t *steps);
+void pgd_gd_set_counters(pgd_gd *gd, int64_t steps);
+
+/* The model-metadata key under which pgd-trainer run saves the counter (beside PGD_RUN_META_*, run.h). */
+#define PGD_GD_META_STEPS "pgd.gd_steps"
+
 #endif

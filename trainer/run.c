@@ -51,8 +51,8 @@ static int map_images(pgd_run *r, const pgd_wire_msg *m, pgd_err *err)
             r->slot_label[i] = r->slot_label[slot];
         }
     }
-    if (h->n_images < (uint32_t)r->n_slots && (h->flags & PGD_WIRE_FLAG_INNER))
-        r->n_slots = (int)h->n_images; /* images left out for good */
+    if (h->n_images < (uint32_t)r->n_slots) /* every message lists all live images: the rest left for good */
+        r->n_slots = (int)h->n_images;
     return 0;
 }
 

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "clock.h"
@@ -54,6 +55,13 @@ void pgd_run_tally_reset(pgd_run_tally *t)
     t->wait_s = 0;
 }
 
+/* The process's peak resident memory so far, in MB. */
+static double peak_rss_mb(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : NAN;
+}
+
 /* JSON has no NaN: undefined metrics are written as null. */
 static void put_number(FILE *f, const char *key, double v)
 {
@@ -81,6 +89,7 @@ void pgd_run_report(pgd_run *r, const char *phase, uint32_t epoch)
     put_number(r->metrics, "seconds", secs);
     put_number(r->metrics, "images_per_s", ips);
     put_number(r->metrics, "data_wait", wait);
+    put_number(r->metrics, "peak_rss_mb", peak_rss_mb());
     fprintf(r->metrics, ",\"confusion\":");
     pgd_confusion_json(r->metrics, &t->conf);
     fprintf(r->metrics, "}\n");
@@ -119,33 +128,40 @@ int pgd_run_predictions(pgd_run *r, int images, pgd_err *err)
     return 0;
 }
 
-/* The counters a resumed run needs besides the state file's, as model metadata (decimal strings). */
-static void counter_meta(const pgd_run *r, char vals[4][24])
+/* The counters a resumed run needs besides the state file's, as model metadata (decimal strings): the
+ * optimizer step, the schedule's tick, PatchGD's fill and inner-step counters, GD's step counter. */
+enum { N_COUNTERS = 5 };
+
+static void counter_meta(const pgd_run *r, char vals[N_COUNTERS][24])
 {
-    int64_t fills = 0, steps = 0;
+    int64_t fills = 0, steps = 0, gd_steps = 0;
     if (r->pg)
         pgd_patchgd_get_counters(r->pg, &fills, &steps);
+    if (r->gd)
+        pgd_gd_get_counters(r->gd, &gd_steps);
     snprintf(vals[0], 24, "%lld", (long long)(r->opt_f ? r->opt_f->step : 0));
     snprintf(vals[1], 24, "%lld", (long long)r->tick);
     snprintf(vals[2], 24, "%lld", (long long)fills);
     snprintf(vals[3], 24, "%lld", (long long)steps);
+    snprintf(vals[4], 24, "%lld", (long long)gd_steps);
 }
 
 int pgd_run_checkpoint(pgd_run *r, uint32_t next_epoch, pgd_err *err)
 {
-    char path[4200], vals[4][24];
+    char path[4200], vals[N_COUNTERS][24];
     if (!r->o.run_dir || !r->built)
         return 0;
     pgd_ckpt_net nets[2] = {{.net = r->f, .prefix = ""}, {.net = r->g, .prefix = ""}};
     counter_meta(r, vals);
-    const pgd_ckpt_kv meta[6] = {{"pgd.arch", r->o.arch},
-                                 {"pgd.method", r->o.method == PGD_METHOD_GD ? "gd" : "patchgd"},
-                                 {PGD_RUN_META_STEP, vals[0]},
-                                 {PGD_RUN_META_TICK, vals[1]},
-                                 {PGD_RUN_META_FILLS, vals[2]},
-                                 {PGD_RUN_META_INNER_STEPS, vals[3]}};
+    const pgd_ckpt_kv meta[2 + N_COUNTERS] = {{"pgd.arch", r->o.arch},
+                                              {"pgd.method", r->o.method == PGD_METHOD_GD ? "gd" : "patchgd"},
+                                              {PGD_RUN_META_STEP, vals[0]},
+                                              {PGD_RUN_META_TICK, vals[1]},
+                                              {PGD_RUN_META_FILLS, vals[2]},
+                                              {PGD_RUN_META_INNER_STEPS, vals[3]},
+                                              {PGD_GD_META_STEPS, vals[4]}};
     if (path_in(path, sizeof path, r, "model.safetensors", err) != 0 ||
-        pgd_ckpt_save(path, nets, r->g ? 2 : 1, meta, 6, err) != 0)
+        pgd_ckpt_save(path, nets, r->g ? 2 : 1, meta, 2 + N_COUNTERS, err) != 0)
         return -1;
     pgd_info("checkpoint: %s", path);
     if (!r->opt_f)

@@ -52,8 +52,18 @@ static int meta_counter(const pgd_st_file *f, const char *path, const char *key,
 }
 
 typedef struct resume_counters {
-    int64_t step, tick, fills, inner_steps;
+    int64_t step, tick, fills, inner_steps, gd_steps;
 } resume_counters;
+
+/* GD's step counter: a model saved before the key existed has none; GD makes one update per step, so its
+ * count is then the optimizer step. */
+static int read_gd_steps(const pgd_st_file *f, const char *path, resume_counters *c, pgd_err *err)
+{
+    if (pgd_st_meta(f, PGD_GD_META_STEPS))
+        return meta_counter(f, path, PGD_GD_META_STEPS, &c->gd_steps, err);
+    c->gd_steps = c->step;
+    return 0;
+}
 
 static int read_counters(const char *path, resume_counters *c, pgd_err *err)
 {
@@ -63,7 +73,8 @@ static int read_counters(const char *path, resume_counters *c, pgd_err *err)
     int rc = meta_counter(f, path, PGD_RUN_META_STEP, &c->step, err) ||
                      meta_counter(f, path, PGD_RUN_META_TICK, &c->tick, err) ||
                      meta_counter(f, path, PGD_RUN_META_FILLS, &c->fills, err) ||
-                     meta_counter(f, path, PGD_RUN_META_INNER_STEPS, &c->inner_steps, err)
+                     meta_counter(f, path, PGD_RUN_META_INNER_STEPS, &c->inner_steps, err) ||
+                     read_gd_steps(f, path, c, err)
                  ? -1
                  : 0;
     pgd_st_close(&f);
@@ -126,6 +137,8 @@ int pgd_run_resume_load(pgd_run *r, pgd_err *err)
     r->tick = c.tick;
     if (r->pg)
         pgd_patchgd_set_counters(r->pg, c.fills, c.inner_steps);
+    if (r->gd)
+        pgd_gd_set_counters(r->gd, c.gd_steps);
     r->resume_check = 1;
     r->resume_epoch = st.epoch;
     r->resume_batch = st.batch;
