@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "shm.h"
 #include "loader/serve.h"
 
 #define PAGE 4096u
@@ -79,33 +80,19 @@ int pgd_serve_shm_create(pgd_serve_shm *g, uint32_t nslots, uint64_t bytes, uint
     uint64_t slot = (bytes + PGD_SERVE_SHM_GEN + PAGE - 1) / PAGE * PAGE;
     uint64_t total = PGD_SERVE_SHM_HEADER + slot * nslots; /* nslots < 2^32 and slot < 2^32: no overflow */
     reclaim_stale();
-    static unsigned serial;
-    int fd = -1;
-    for (int tries = 0; fd < 0 && tries < 100; tries++) {
-        snprintf(g->name, sizeof g->name, "/" PGD_SERVE_SHM_PREFIX "%d.%u", (int)getpid(), serial++);
-        fd = shm_open(g->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0 && errno != EEXIST)
-            return pgd_fail_errno(err, PGD_EIO, "patch segment: shm_open %s", g->name);
+    void *m;
+    if (pgd_shm_create(PGD_SERVE_SHM_PREFIX, total, g->name, sizeof g->name, &m, err) != 0) {
+        pgd_err_prefix(err, "patch segment: ");
+        return -1;
     }
-    if (fd < 0)
-        return pgd_fail(err, PGD_EIO, "patch segment: no free name for pid %d", (int)getpid());
     g->owner = 1;
-    void *m = MAP_FAILED;
     g->reg = calloc(nslots, sizeof *g->reg);
     if (!g->reg) {
-        pgd_fail(err, PGD_ENOMEM, "patch segment: %u regions", nslots);
-        goto fail;
+        munmap(m, total);
+        shm_unlink(g->name);
+        memset(g, 0, sizeof *g);
+        return pgd_fail(err, PGD_ENOMEM, "patch segment: %u regions", nslots);
     }
-    if (fchmod(fd, 0600) != 0 || ftruncate(fd, (off_t)total) != 0) {
-        pgd_fail_errno(err, PGD_EIO, "patch segment: size %s to %llu bytes", g->name, (unsigned long long)total);
-        goto fail;
-    }
-    m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED) {
-        pgd_fail_errno(err, PGD_EIO, "patch segment: mmap %s (%llu bytes)", g->name, (unsigned long long)total);
-        goto fail;
-    }
-    close(fd);
     g->base = m;
     g->size = total;
     g->slot_size = slot;
@@ -124,12 +111,6 @@ int pgd_serve_shm_create(pgd_serve_shm *g, uint32_t nslots, uint64_t bytes, uint
     h.crc = header_crc(&h);
     memcpy(g->base, &h, sizeof h);
     return 0;
-fail:
-    close(fd);
-    shm_unlink(g->name);
-    free(g->reg);
-    memset(g, 0, sizeof *g);
-    return -1;
 }
 
 int pgd_serve_shm_take(pgd_serve_shm *g, uint64_t task, uint32_t attempt, uint64_t bytes, uint8_t **pixels)

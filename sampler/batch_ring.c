@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "shm.h"
 
 #define PAGE 4096u
 
@@ -27,27 +28,6 @@ typedef struct ring_header {
 } ring_header;
 _Static_assert(offsetof(ring_header, crc) == 64, "ring header layout");
 
-/* The start time (clock ticks since boot) of process pid, from /proc/PID/stat; 0 when unknown. */
-static uint64_t proc_start(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* the command name may hold spaces: fields 3.. follow its last ')' */
-    unsigned long long start = 0;
-    if (!p || sscanf(p + 1, " %*c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu",
-                     &start) != 1)
-        return 0;
-    return start;
-}
-
 /* 1 when the process that made a segment still runs (same pid, same start time), else 0. */
 static int creator_alive(const ring_header *h)
 {
@@ -55,7 +35,7 @@ static int creator_alive(const ring_header *h)
         return 0;
     if (kill(h->creator_pid, 0) != 0 && errno == ESRCH)
         return 0;
-    uint64_t now = proc_start(h->creator_pid);
+    uint64_t now = pgd_proc_start(h->creator_pid);
     return now != 0 && now == h->creator_start;
 }
 
@@ -71,27 +51,12 @@ int pgd_batch_ring_create(pgd_batch_ring *r, uint32_t nslots, uint64_t slot_byte
     if (nslots == 0 || slot == 0 || slot > (UINT64_MAX - PAGE) / nslots)
         return pgd_fail(err, PGD_EINVAL, "batch ring: %u slots of %llu bytes", nslots, (unsigned long long)slot_bytes);
     uint64_t total = PGD_BATCH_RING_HEADER + slot * nslots;
-    int fd = -1;
-    static unsigned serial;
-    for (int tries = 0; fd < 0 && tries < 100; tries++) {
-        snprintf(r->name, sizeof r->name, "/" PGD_BATCH_RING_PREFIX "%d.%u", (int)getpid(), serial++);
-        fd = shm_open(r->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0 && errno != EEXIST)
-            return pgd_fail_errno(err, PGD_EIO, "batch ring: shm_open %s", r->name);
+    void *m;
+    if (pgd_shm_create(PGD_BATCH_RING_PREFIX, total, r->name, sizeof r->name, &m, err) != 0) {
+        pgd_err_prefix(err, "batch ring: ");
+        return -1;
     }
-    if (fd < 0)
-        return pgd_fail(err, PGD_EIO, "batch ring: no free name for pid %d", (int)getpid());
     r->owner = 1;
-    if (fchmod(fd, 0600) != 0 || ftruncate(fd, (off_t)total) != 0) {
-        pgd_fail_errno(err, PGD_EIO, "batch ring: size %s to %llu bytes", r->name, (unsigned long long)total);
-        goto fail;
-    }
-    void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED) {
-        pgd_fail_errno(err, PGD_EIO, "batch ring: mmap %s (%llu bytes)", r->name, (unsigned long long)total);
-        goto fail;
-    }
-    close(fd);
     r->base = m;
     r->size = total;
     r->nslots = nslots;
@@ -108,15 +73,10 @@ int pgd_batch_ring_create(pgd_batch_ring *r, uint32_t nslots, uint64_t slot_byte
     h.total_size = total;
     h.run_id = run_id;
     h.creator_pid = (int32_t)getpid();
-    h.creator_start = proc_start(getpid());
+    h.creator_start = pgd_proc_start(getpid());
     h.crc = header_crc(&h);
     memcpy(r->base, &h, sizeof h);
     return 0;
-fail:
-    close(fd);
-    shm_unlink(r->name);
-    r->owner = 0;
-    return -1;
 }
 
 /* Check a header against the object's size: 0, or -1 with PGD_EFORMAT naming the fault. */

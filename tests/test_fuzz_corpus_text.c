@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cunit_util.h"
+#include "file.h"
 
 /* Both targets define the libFuzzer entry point: give each its own name here. */
 #define LLVMFuzzerTestOneInput fuzz_config_entry
@@ -80,24 +81,9 @@ static void manifest_message(const uint8_t *data, size_t size, pgd_err *err)
 
 static uint8_t *read_seed(const char *path, size_t *size)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    uint8_t *buf = NULL;
-    size_t n = 0;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long end = ftell(f);
-        buf = end >= 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)end + 1) : NULL;
-        if (buf)
-            n = fread(buf, 1, (size_t)end, f);
-        if (buf && (n != (size_t)end || ferror(f))) {
-            free(buf);
-            buf = NULL;
-        }
-    }
-    fclose(f);
-    *size = n;
-    return buf;
+    char *buf = NULL;
+    *size = 0;
+    return pgd_file_read(path, (size_t)1 << 26, &buf, size, NULL) == 0 ? (uint8_t *)buf : NULL;
 }
 
 /* Check one bad seed's message against the table; returns 1 when the seed is listed. */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cunit_util.h"
+#include "file.h"
 
 #define FUZZ_SAFETENSORS_LINKED /* the reader comes from libpgd_trainer */
 #include "fuzz/fuzz_safetensors.c"
@@ -41,24 +42,9 @@ static const struct {
 
 static uint8_t *read_seed(const char *path, size_t *size)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    uint8_t *buf = NULL;
-    size_t n = 0;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long end = ftell(f);
-        buf = end >= 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)end + 1) : NULL;
-        if (buf)
-            n = fread(buf, 1, (size_t)end, f);
-        if (buf && (n != (size_t)end || ferror(f))) {
-            free(buf);
-            buf = NULL;
-        }
-    }
-    fclose(f);
-    *size = n;
-    return buf;
+    char *buf = NULL;
+    *size = 0;
+    return pgd_file_read(path, (size_t)1 << 26, &buf, size, NULL) == 0 ? (uint8_t *)buf : NULL;
 }
 
 /* Check a bad seed's message against the table; returns 1 when the seed is listed. */
