@@ -276,6 +276,49 @@ static void fit_pad(const pgd_patcher *p, uint8_t *img, const spare *was)
     memset(img + (size_t)(y + h) * row, 255, (size_t)(S - y - h) * row);
 }
 
+/* Stream the level through r in bands of `rows` rows, each read whole into band (sw x rows pixels). */
+static int fit_bands(pgd_patcher *p, pgd_resample *r, int64_t sw, int64_t sh, uint32_t rows, uint8_t *band,
+                     pgd_err *err)
+{
+    for (int64_t y = 0; y < sh; y += rows) {
+        uint32_t n = sh - y < rows ? (uint32_t)(sh - y) : rows;
+        if (pgd_slide_read(p->slide, p->geom.level, p->den, 0, y, (uint32_t)sw, n, NULL, band, (size_t)sw * 3,
+                           err) != 0)
+            return -1;
+        pgd_resample_push(r, band, (size_t)sw * 3, n);
+    }
+    return 0;
+}
+
+/* The same, each band read one tile column at a time into strip (sw_strip pixels wide, rows high): the
+ * columns the resampler still needs move to its left edge, the next tiles are decoded after them and
+ * resampled at once, while they are in the cache. */
+static int fit_strips(pgd_patcher *p, pgd_resample *r, int64_t sw, int64_t sh, uint32_t rows, uint32_t step,
+                      uint8_t *strip, uint32_t sw_strip, pgd_err *err)
+{
+    size_t pitch = (size_t)sw_strip * 3;
+    for (int64_t y = 0; y < sh; y += rows) {
+        uint32_t n = sh - y < rows ? (uint32_t)(sh - y) : rows, s0 = 0;
+        for (uint32_t x = 0; x < (uint32_t)sw; x += step) {
+            uint32_t w = (uint32_t)sw - x < step ? (uint32_t)sw - x : step, from = pgd_resample_strip_from(r);
+            if (x == 0 || from > x)
+                from = x;
+            if (from > s0) /* columns [from, x) to the left edge */
+                for (uint32_t k = 0; k < n; k++)
+                    memmove(strip + k * pitch, strip + k * pitch + (size_t)(from - s0) * 3, (size_t)(x - from) * 3);
+            s0 = from;
+            if (x - s0 + w > sw_strip)
+                return pgd_fail(err, PGD_EINVAL, "%s: a strip of %u columns has no room for %u", p->info->path,
+                                sw_strip, x - s0 + w);
+            if (pgd_slide_read(p->slide, p->geom.level, p->den, x, y, w, n, NULL, strip + (size_t)(x - s0) * 3, pitch,
+                               err) != 0 ||
+                pgd_resample_push_strip(r, strip, pitch, n, s0, x + w, err) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 static int build_fit(pgd_patcher *p, pgd_err *err)
 {
     uint32_t S = p->geom.spec.fit_size;
@@ -284,15 +327,14 @@ static int build_fit(pgd_patcher *p, pgd_err *err)
     pgd_slide_scaled_size(p->slide, L, p->den, &sw, &sh);
     if (sw > UINT32_MAX / 4 || sh > UINT32_MAX)
         return pgd_fail(err, PGD_EINVAL, "%s: level %d is too wide to fit", p->info->path, L);
-    uint32_t rows = band_rows(p, sw);
-    spare img, band;
-    spare_take(&spare_fit, (size_t)S * S * 3, &img);
-    spare_take(&spare_band, (size_t)sw * rows * 3, &band);
     const pgd_slide_level *l = &p->info->level[L];
+    uint32_t rows = band_rows(p, sw);
     pgd_resample_map m = {(uint32_t)sw, (uint32_t)sh, 0, 0, (double)l->w / p->den / p->fit_w,
                           (double)l->h / p->den / p->fit_h, p->fit_w, p->fit_h};
+    spare img, band = {0};
     pgd_resample *r = NULL;
-    if (!img.buf || !band.buf) {
+    spare_take(&spare_fit, (size_t)S * S * 3, &img);
+    if (!img.buf) {
         pgd_fail(err, PGD_ENOMEM, "%s: out of memory for the %ux%u fit image", p->info->path, S, S);
         goto fail;
     }
@@ -301,12 +343,20 @@ static int build_fit(pgd_patcher *p, pgd_err *err)
     img.x = p->pad_x, img.y = p->pad_y, img.w = p->fit_w, img.h = p->fit_h;
     if (!(r = pgd_resample_new(&m, img.buf + ((size_t)p->pad_y * S + p->pad_x) * 3, (size_t)S * 3, err)))
         goto fail;
-    for (int64_t y = 0; y < sh; y += rows) {
-        uint32_t n = sh - y < rows ? (uint32_t)(sh - y) : rows;
-        if (pgd_slide_read(p->slide, L, p->den, 0, y, (uint32_t)sw, n, NULL, band.buf, (size_t)sw * 3, err) != 0)
-            goto fail;
-        pgd_resample_push(r, band.buf, (size_t)sw * 3, n);
+    /* the fast path reads tile columns into a strip (with AVX2; elsewhere the resampler would only put the band
+     * together again), other backends whole bands */
+    uint32_t step = p->info->backend == PGD_SLIDE_FAST ? l->tile_w / (uint32_t)p->den : 0;
+    uint32_t margin = pgd_resample_strip_margin(r), sw_strip = step + margin;
+    int strips = step && margin && sw_strip < sw;
+    /* a strip's last row is read up to 16 bytes past its end (see pgd_resample_push_strip) */
+    size_t bytes = strips ? (size_t)sw_strip * rows * 3 + 64 : (size_t)sw * rows * 3;
+    if (!spare_take(&spare_band, bytes, &band)) {
+        pgd_fail(err, PGD_ENOMEM, "%s: out of memory for a band of %u rows", p->info->path, rows);
+        goto fail;
     }
+    if ((strips ? fit_strips(p, r, sw, sh, rows, step, band.buf, sw_strip, err)
+                : fit_bands(p, r, sw, sh, rows, band.buf, err)) != 0)
+        goto fail;
     pgd_resample_finish(r);
     pgd_resample_free(&r);
     spare_give(&spare_band, &band);

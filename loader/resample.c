@@ -1,7 +1,8 @@
 /* resample.c: separable area resampling in fixed point: Q15 tap tables per axis, the source rows of one output
  * row summed into a 16-bit row (vertical pass), then a horizontal pass with a fixed tap count per pixel. Plain C
  * and SSE2 do one output row at a time; AVX2 does 16 rows at once, one per 16-bit lane, so that the horizontal
- * taps are aligned whole-vector loads. The arithmetic is the same in all three (see resample.h). */
+ * taps are aligned whole-vector loads, and can take a band in vertical strips (chunk by chunk of output
+ * pixels, as their source columns arrive). The arithmetic is the same in all three (see resample.h). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,14 +45,26 @@ struct pgd_resample {
     uint16_t *col;     /* one output row's source rows summed (vertical pass), plus zeroed slack for the taps */
     uint16_t *out16;   /* the output row before rounding: npix x 3 samples plus slack */
     uint8_t *carry;    /* source rows [carry_first, next_src) kept for output rows still open: < kv rows */
+    uint8_t *carry2;   /* the next band's carry, filled while the band arrives */
     uint32_t carry_first;
     const uint8_t **rowp; /* kv source row pointers per row of a block (BLK x kv; row by row: the first kv) */
     const uint16_t *bw[BLK]; /* a block's rows: their vertical weights and source row counts (0: no row) */
     uint32_t bc[BLK];
     uint16_t *colT;    /* AVX2: a chunk's summed samples, BLK rows each (32-byte aligned) */
     uint16_t *outT;    /* AVX2: a chunk's output samples, BLK rows each */
+    uint8_t *rowT;     /* AVX2: a chunk's output bytes row by row (BLK x XC x 3), when streamed */
+    int stream;        /* AVX2: the output rows are 32-byte aligned: whole chunks are streamed (non-temporal) */
     uint16_t *vrows;   /* AVX2: a chunk's summed samples, row by row (BLK rows of vspan) */
     size_t vspan;
+    uint32_t nchunk;   /* AVX2: chunks of XC output pixels across a row */
+    size_t *ca, *cb;   /* AVX2: per chunk, the summed samples [ca, cb) its taps read */
+    int part;          /* a band pushed in strips (pgd_resample_push_strip) is open */
+    uint32_t part_base, part_end; /* its first source row; the first output row it does not complete */
+    uint32_t part_chunk; /* the first chunk its blocks have not done yet */
+    uint32_t part_keep;  /* the first of its rows the next band still needs (the next carry_first) */
+    uint32_t part_col;   /* the columns that have arrived: [0, part_col) */
+    uint8_t *band;       /* not AVX2: a band pushed in strips, put together (band_cap bytes) */
+    size_t band_cap;
     uint32_t next_src; /* the next source row to arrive */
     uint32_t next_out; /* the first output row not yet written */
 };
@@ -194,10 +207,16 @@ static int hpad_build(pgd_resample *r)
     return 0;
 }
 
-/* AVX2: the chunk buffers, colT and vrows as large as the samples the widest chunk reads (whole 16s). */
+/* AVX2: each chunk's sample range, and the chunk buffers, colT and vrows as large as the samples the widest
+ * chunk reads (whole 16s). */
 static int chunks_alloc(pgd_resample *r)
 {
     size_t span = 0, k3 = 3 * (size_t)r->kh;
+    r->nchunk = (r->m.dst_w + XC - 1) / XC;
+    r->ca = malloc(r->nchunk * sizeof *r->ca);
+    r->cb = malloc(r->nchunk * sizeof *r->cb);
+    if (!r->ca || !r->cb)
+        return -1;
     for (uint32_t x0 = 0; x0 < r->m.dst_w; x0 += XC) {
         uint32_t x1 = r->m.dst_w - x0 < XC ? r->m.dst_w : x0 + XC;
         size_t a = r->hoff[x0], b = a + k3;
@@ -205,6 +224,7 @@ static int chunks_alloc(pgd_resample *r)
             a = r->hoff[x] < a ? r->hoff[x] : a;
             b = r->hoff[x] + k3 > b ? r->hoff[x] + k3 : b;
         }
+        r->ca[x0 / XC] = a, r->cb[x0 / XC] = b;
         span = b - a > span ? b - a : span;
     }
     r->vspan = (span + 15) / 16 * 16;
@@ -212,8 +232,10 @@ static int chunks_alloc(pgd_resample *r)
     r->colT = aligned_alloc(32, ncol);
     r->vrows = aligned_alloc(32, ncol);
     r->outT = aligned_alloc(32, nout);
-    if (!r->colT || !r->vrows || !r->outT)
+    r->rowT = aligned_alloc(32, (size_t)BLK * XC * 3);
+    if (!r->colT || !r->vrows || !r->outT || !r->rowT)
         return -1;
+    r->stream = (uintptr_t)r->dst % 32 == 0 && r->dstride % 32 == 0;
     memset(r->vrows, 0, ncol); /* rows past a block are read (then dropped): keep them defined */
     memset(r->outT, 0, nout);
     return 0;
@@ -251,8 +273,10 @@ pgd_resample *pgd_resample_new_impl(const pgd_resample_map *m, pgd_resample_impl
     r->col = calloc(((size_t)m->src_w + r->kh) * 3 + 8, sizeof *r->col);
     r->out16 = malloc(((size_t)r->npix * 3 + 8) * sizeof *r->out16);
     r->carry = malloc((size_t)r->kv * m->src_w * 3);
+    r->carry2 = malloc((size_t)r->kv * m->src_w * 3);
     r->rowp = calloc((size_t)r->kv * BLK, sizeof *r->rowp);
-    if (!r->col || !r->out16 || !r->carry || !r->rowp || (impl == PGD_RESAMPLE_AVX2 && chunks_alloc(r) != 0))
+    if (!r->col || !r->out16 || !r->carry || !r->carry2 || !r->rowp ||
+        (impl == PGD_RESAMPLE_AVX2 && chunks_alloc(r) != 0))
         goto nomem;
     return r;
 nomem:
@@ -275,6 +299,7 @@ void pgd_resample_free(pgd_resample **rp)
     taps_free(&r->v);
     free(r->hoff), free(r->hw), free(r->hwx), free(r->white);
     free(r->col), free(r->out16), free(r->carry), free(r->rowp), free(r->colT), free(r->vrows), free(r->outT);
+    free(r->ca), free(r->cb), free(r->rowT), free(r->carry2), free(r->band);
     free(r);
     *rp = NULL;
 }
@@ -454,11 +479,11 @@ AVX2_INLINE void transpose16(const __m256i *in, __m256i *out)
  * 16 samples a step as p << 8, times the weight, high half, summed, doubled. The last samples of the row go
  * through the plain C code. Inlined with c a constant for 1..3 rows. */
 AVX2_INLINE void vrow_avx2_c(uint16_t *restrict out, const uint8_t *const *p, const uint16_t *w, uint32_t c,
-                             size_t k0, size_t len, size_t n)
+                             size_t k0, size_t len, size_t n, size_t pf)
 {
     size_t end = k0 + len < n ? k0 + len : n, k = k0;
-    for (uint32_t t = 0; t < c; t++) /* the next chunk's bytes */
-        for (size_t ahead = end; ahead < end + len && ahead < n; ahead += 64)
+    for (uint32_t t = 0; t < c; t++) /* the next chunk's bytes, those that have arrived (below pf) */
+        for (size_t ahead = end; ahead < end + len && ahead < pf; ahead += 64)
             _mm_prefetch((const char *)(p[t] + ahead), _MM_HINT_T0);
     for (; k + 16 <= end; k += 16) {
         __m256i s = _mm256_setzero_si256();
@@ -478,13 +503,13 @@ AVX2_INLINE void vrow_avx2_c(uint16_t *restrict out, const uint8_t *const *p, co
 }
 
 static AVX2 void vrow_avx2(uint16_t *out, const uint8_t *const *p, const uint16_t *w, uint32_t c, size_t k0,
-                           size_t len, size_t n)
+                           size_t len, size_t n, size_t pf)
 {
     switch (c) {
-    case 1: vrow_avx2_c(out, p, w, 1, k0, len, n); break;
-    case 2: vrow_avx2_c(out, p, w, 2, k0, len, n); break;
-    case 3: vrow_avx2_c(out, p, w, 3, k0, len, n); break;
-    default: vrow_avx2_c(out, p, w, c, k0, len, n); break;
+    case 1: vrow_avx2_c(out, p, w, 1, k0, len, n, pf); break;
+    case 2: vrow_avx2_c(out, p, w, 2, k0, len, n, pf); break;
+    case 3: vrow_avx2_c(out, p, w, 3, k0, len, n, pf); break;
+    default: vrow_avx2_c(out, p, w, c, k0, len, n, pf); break;
     }
 }
 
@@ -493,9 +518,9 @@ static AVX2 void vrow_avx2(uint16_t *out, const uint8_t *const *p, const uint16_
  * keep whatever they held: their lanes are dropped. */
 static AVX2 void vchunk_avx2(pgd_resample *r, uint32_t nb, size_t a, size_t len)
 {
-    size_t n = (size_t)r->m.src_w * 3;
+    size_t n = (size_t)r->m.src_w * 3, pf = r->part ? (size_t)r->part_col * 3 : n;
     for (uint32_t row = 0; row < nb; row++)
-        vrow_avx2(r->vrows + row * r->vspan, r->rowp + (size_t)row * r->kv, r->bw[row], r->bc[row], a, len, n);
+        vrow_avx2(r->vrows + row * r->vspan, r->rowp + (size_t)row * r->kv, r->bw[row], r->bc[row], a, len, n, pf);
     __m256i *colT = (__m256i *)r->colT;
     for (size_t g = 0; g < len; g += 16) {
         __m256i in[16];
@@ -566,6 +591,24 @@ static AVX2 void hchunk_avx2(const pgd_resample *r, uint32_t x0, uint32_t npx, s
 static AVX2 void hstore_avx2(const pgd_resample *r, uint32_t nb, size_t ns, size_t row_left, uint8_t *out)
 {
     const __m256i *outT = (const __m256i *)r->outT;
+    if (r->stream && ns == (size_t)XC * 3) {
+        /* whole 32-byte-aligned lines: transposed into rowT, then each row's 192 bytes streamed past the
+         * caches (no read of the lines before they are written; the output is not read again here) */
+        __m256i *rowT = (__m256i *)r->rowT;
+        for (size_t s = 0; s < ns; s += 32) {
+            __m256i o[16];
+            transpose16(outT + s / 2, o);
+            for (uint32_t row = 0; row < nb; row++)
+                _mm256_store_si256(rowT + row * (XC * 3 / 32) + s / 32, o[row]);
+        }
+        for (uint32_t row = 0; row < nb; row++) {
+            __m256i *dst = (__m256i *)(out + row * r->dstride);
+#pragma GCC unroll 6
+            for (int k = 0; k < XC * 3 / 32; k++)
+                _mm256_stream_si256(dst + k, _mm256_load_si256(rowT + row * (XC * 3 / 32) + k));
+        }
+        return;
+    }
     for (size_t s = 0; s < ns; s += 32) {
         __m256i o[16];
         transpose16(outT + s / 2, o);
@@ -584,18 +627,14 @@ static AVX2 void hstore_avx2(const pgd_resample *r, uint32_t nb, size_t ns, size
     }
 }
 
-/* Output rows y0 .. y0 + nb - 1 (nb <= BLK) from the rows and weights in rowp, bw, bc. */
-static AVX2 void block_avx2(pgd_resample *r, uint32_t y0, uint32_t nb)
+/* Chunks [c0, c1) of output rows y0 .. y0 + nb - 1 (nb <= BLK) from the rows and weights in rowp, bw, bc. */
+static AVX2 void block_avx2(pgd_resample *r, uint32_t y0, uint32_t nb, uint32_t c0, uint32_t c1)
 {
     uint8_t *out = r->dst + y0 * r->dstride;
-    for (uint32_t x0 = 0; x0 < r->m.dst_w; x0 += XC) {
-        uint32_t npx = r->m.dst_w - x0 < XC ? r->m.dst_w - x0 : XC;
-        size_t a = r->hoff[x0], b = r->hoff[x0] + 3 * (size_t)r->kh;
-        for (uint32_t x = x0 + 1; x < x0 + npx; x++) {
-            a = r->hoff[x] < a ? r->hoff[x] : a;
-            b = r->hoff[x] + 3 * (size_t)r->kh > b ? r->hoff[x] + 3 * (size_t)r->kh : b;
-        }
-        vchunk_avx2(r, nb, a, (b - a + 15) / 16 * 16);
+    for (uint32_t c = c0; c < c1; c++) {
+        uint32_t x0 = c * XC, npx = r->m.dst_w - x0 < XC ? r->m.dst_w - x0 : XC;
+        size_t a = r->ca[c];
+        vchunk_avx2(r, nb, a, (r->cb[c] - a + 15) / 16 * 16);
         hchunk_avx2(r, x0, npx, a);
         hstore_avx2(r, nb, (size_t)npx * 3, (size_t)(r->m.dst_w - x0) * 3, out + (size_t)x0 * 3);
     }
@@ -654,23 +693,54 @@ static void write_row(pgd_resample *r, uint32_t y, uint32_t base, const uint8_t 
         memset(out + (size_t)r->white[i] * 3, 255, 3);
 }
 
+/* White where output rows y .. y + nb - 1 of a block get nothing: whole rows without source rows, and the
+ * columns no source pixel maps to. */
+static void block_white(pgd_resample *r, uint32_t y, uint32_t nb)
+{
+    for (uint32_t i = 0; i < nb; i++) {
+        uint8_t *out = r->dst + (y + i) * r->dstride;
+        if (!r->bc[i])
+            memset(out, 255, (size_t)r->m.dst_w * 3);
+        for (uint32_t k = 0; r->bc[i] && k < r->nwhite; k++)
+            memset(out + (size_t)r->white[k] * 3, 255, 3);
+    }
+}
+
+/* After the AVX2 code streamed bytes past the caches: they are in memory before the caller (or another
+ * thread it hands them to) reads them. */
+static void stream_fence(const pgd_resample *r)
+{
+#if HAVE_SSE2
+    if (r->stream)
+        _mm_sfence();
+#else
+    (void)r;
+#endif
+}
+
+#if HAVE_SSE2
+/* Chunks [c0, c1) of the AVX2 block of output rows y .. y + nb - 1 (nb <= BLK); the last chunk also makes
+ * the rows' white. */
+static void block_chunks(pgd_resample *r, uint32_t y, uint32_t nb, uint32_t c0, uint32_t c1, uint32_t base,
+                         const uint8_t *rows, size_t stride)
+{
+    for (uint32_t i = 0; i < BLK; i++) {
+        r->bc[i] = i < nb ? gather_rows(r, y + i, base, rows, stride, r->rowp + (size_t)i * r->kv) : 0;
+        r->bw[i] = i < nb ? r->v.w + r->v.off[y + i] : NULL;
+    }
+    if (c1 > c0)
+        block_avx2(r, y, nb, c0, c1);
+    if (c1 == r->nchunk)
+        block_white(r, y, nb);
+}
+#endif
+
 /* Output rows y .. y + nb - 1: a block of the AVX2 code (nb <= BLK, at least half of it), or row after row. */
 static void write_rows(pgd_resample *r, uint32_t y, uint32_t nb, uint32_t base, const uint8_t *rows, size_t stride)
 {
 #if HAVE_SSE2
     if (r->impl == PGD_RESAMPLE_AVX2 && nb >= BLK_MIN) {
-        for (uint32_t i = 0; i < BLK; i++) {
-            r->bc[i] = i < nb ? gather_rows(r, y + i, base, rows, stride, r->rowp + (size_t)i * r->kv) : 0;
-            r->bw[i] = i < nb ? r->v.w + r->v.off[y + i] : NULL;
-        }
-        block_avx2(r, y, nb);
-        for (uint32_t i = 0; i < nb; i++) {
-            uint8_t *out = r->dst + (y + i) * r->dstride;
-            if (!r->bc[i])
-                memset(out, 255, (size_t)r->m.dst_w * 3);
-            for (uint32_t k = 0; r->bc[i] && k < r->nwhite; k++)
-                memset(out + (size_t)r->white[k] * 3, 255, 3);
-        }
+        block_chunks(r, y, nb, 0, r->nchunk, base, rows, stride);
         return;
     }
 #endif
@@ -684,28 +754,129 @@ static int row_ready(const pgd_resample *r, uint32_t y)
     return y < r->m.dst_h && r->v.start[y] + r->v.count[y] <= r->next_src;
 }
 
-void pgd_resample_push(pgd_resample *r, const uint8_t *rows, size_t stride, uint32_t n)
+/* Rows [base, base + n) of the source arrive: the output rows they complete are [next_out, part_end); the
+ * rows the next band still needs, [part_keep, base + n), go to carry2 (those before base from the carry
+ * now; the new ones as their columns arrive). */
+static void band_start(pgd_resample *r, uint32_t n)
 {
     size_t len = (size_t)r->m.src_w * 3;
     uint32_t base = r->next_src;
     if (n > r->m.src_h - base)
         n = r->m.src_h - base;
     r->next_src = base + n;
-    while (row_ready(r, r->next_out)) {
-        uint32_t nb = 1;
-        while (nb < BLK && row_ready(r, r->next_out + nb))
-            nb++;
-        write_rows(r, r->next_out, nb, base, rows, stride);
+    r->part = 1, r->part_base = base, r->part_chunk = 0, r->part_col = 0, r->part_end = r->next_out;
+    while (row_ready(r, r->part_end))
+        r->part_end++;
+    uint32_t keep = r->part_end < r->m.dst_h ? r->v.start[r->part_end] : r->next_src;
+    keep = keep > r->next_src ? r->next_src : keep;
+    r->part_keep = keep;
+    for (uint32_t j = keep; j < base; j++)
+        memcpy(r->carry2 + (size_t)(j - keep) * len, r->carry + (size_t)(j - r->carry_first) * len, len);
+}
+
+/* The band is complete: carry2 becomes the carry. */
+static void band_end(pgd_resample *r)
+{
+    uint8_t *t = r->carry;
+    r->carry = r->carry2, r->carry2 = t;
+    r->carry_first = r->part_keep;
+    r->part = 0;
+}
+
+/* The output rows [next_out, part_end) of a band whose rows are all in rows (column 0 at rows): AVX2 blocks
+ * (at least BLK_MIN rows each), then the rest row by row. */
+static void band_rows(pgd_resample *r, const uint8_t *rows, size_t stride)
+{
+    while (r->next_out < r->part_end) {
+        uint32_t nb = r->part_end - r->next_out < BLK ? r->part_end - r->next_out : BLK;
+        write_rows(r, r->next_out, nb, r->part_base, rows, stride);
         r->next_out += nb;
     }
-    /* keep the arrived rows the open output rows still need: fewer than kv */
-    uint32_t keep = r->next_out < r->m.dst_h ? r->v.start[r->next_out] : r->next_src;
-    keep = keep > r->next_src ? r->next_src : keep;
-    if (keep < base && keep > r->carry_first)
-        memmove(r->carry, r->carry + (size_t)(keep - r->carry_first) * len, (size_t)(base - keep) * len);
-    for (uint32_t j = keep > base ? keep : base; j < r->next_src; j++)
-        memcpy(r->carry + (size_t)(j - keep) * len, rows + (size_t)(j - base) * stride, len);
-    r->carry_first = keep;
+}
+
+#if HAVE_SSE2
+/* AVX2: chunks [part_chunk, c1) of the band's output rows, in blocks of BLK rows (the last one shorter: its
+ * rows cannot wait for whole rows, which a band pushed in strips never has). */
+static void band_chunks(pgd_resample *r, uint32_t c1, const uint8_t *rows, size_t stride)
+{
+    for (uint32_t y = r->next_out; y < r->part_end; y += BLK) {
+        uint32_t nb = r->part_end - y < BLK ? r->part_end - y : BLK;
+        block_chunks(r, y, nb, r->part_chunk, c1, r->part_base, rows, stride);
+    }
+    r->part_chunk = c1;
+}
+#endif
+
+uint32_t pgd_resample_strip_from(const pgd_resample *r)
+{
+    if (!r->part || r->part_chunk >= r->nchunk || r->impl != PGD_RESAMPLE_AVX2)
+        return r->part ? r->part_col : 0;
+    uint32_t c = (uint32_t)(r->ca[r->part_chunk] / 3);
+    return c < r->part_col ? c : r->part_col;
+}
+
+uint32_t pgd_resample_strip_margin(const pgd_resample *r)
+{
+    return r->impl == PGD_RESAMPLE_AVX2 ? (uint32_t)(r->vspan / 3) + 2 : 0;
+}
+
+int pgd_resample_push_strip(pgd_resample *r, const uint8_t *strip, size_t stride, uint32_t n, uint32_t col0,
+                            uint32_t col1, pgd_err *err)
+{
+    size_t len = (size_t)r->m.src_w * 3;
+    int whole = !r->part && col0 == 0 && col1 >= r->m.src_w;
+    if (!r->part)
+        band_start(r, n);
+    uint32_t base = r->part_base, nrows = r->next_src - base, from = r->part_col;
+    col1 = col1 > r->m.src_w ? r->m.src_w : col1;
+    /* column 0 of the band's first row, as if the strip were whole rows (where col0 lies, it is the strip) */
+    const uint8_t *rows = (const uint8_t *)((uintptr_t)strip - (uintptr_t)col0 * 3);
+    for (uint32_t j = r->part_keep > base ? r->part_keep : base; j < r->next_src && col1 > from; j++)
+        memcpy(r->carry2 + (size_t)(j - r->part_keep) * len + (size_t)from * 3,
+               strip + (size_t)(j - base) * stride + (size_t)(from - col0) * 3, (size_t)(col1 - from) * 3);
+    r->part_col = col1 > from ? col1 : from;
+    if (whole) { /* the whole band in one call: straight from the caller's rows */
+        band_rows(r, rows, stride);
+        band_end(r);
+        stream_fence(r);
+        return 0;
+    }
+#if HAVE_SSE2
+    if (r->impl == PGD_RESAMPLE_AVX2) {
+        uint32_t c1 = r->part_chunk;
+        while (c1 < r->nchunk && (r->cb[c1] <= (size_t)col1 * 3 || col1 == r->m.src_w))
+            c1++;
+        if (c1 > r->part_chunk)
+            band_chunks(r, c1, rows, stride);
+        if (col1 == r->m.src_w) {
+            r->next_out = r->part_end;
+            band_end(r);
+        }
+        stream_fence(r);
+        return 0;
+    }
+#endif
+    /* the row-by-row code needs whole rows: the strips are put together first */
+    if ((size_t)nrows * len > r->band_cap) {
+        uint8_t *b = realloc(r->band, (size_t)nrows * len);
+        if (!b)
+            return pgd_fail(err, PGD_ENOMEM, "resample: out of memory for a band of %u rows of %u pixels", nrows,
+                            r->m.src_w);
+        r->band = b, r->band_cap = (size_t)nrows * len;
+    }
+    for (uint32_t j = 0; j < nrows && col1 > from; j++)
+        memcpy(r->band + (size_t)j * len + (size_t)from * 3, strip + (size_t)j * stride + (size_t)(from - col0) * 3,
+               (size_t)(col1 - from) * 3);
+    if (col1 == r->m.src_w) {
+        band_rows(r, r->band, len);
+        band_end(r);
+    }
+    return 0;
+}
+
+void pgd_resample_push(pgd_resample *r, const uint8_t *rows, size_t stride, uint32_t n)
+{
+    (void)pgd_resample_push_strip(r, rows, stride, n, 0, r->m.src_w, NULL); /* whole rows: nothing to allocate */
 }
 
 void pgd_resample_finish(pgd_resample *r)
@@ -715,6 +886,7 @@ void pgd_resample_finish(pgd_resample *r)
         write_rows(r, r->next_out, nb, r->next_src, NULL, 0);
         r->next_out += nb;
     }
+    stream_fence(r);
 }
 
 int pgd_resample_area_impl(const pgd_resample_map *m, pgd_resample_impl impl, const uint8_t *src, size_t sstride,

@@ -52,6 +52,27 @@ pgd_resample *pgd_resample_new_impl(const pgd_resample_map *m, pgd_resample_impl
  * written as soon as every source row they cover has arrived. */
 void pgd_resample_push(pgd_resample *r, const uint8_t *rows, size_t stride, uint32_t n);
 
+/* The same band of n source rows arriving in vertical strips, left to right, so that a band decoded tile by
+ * tile is resampled while each tile is still in the cache, without ever being whole: strip holds columns
+ * [col0, col1) of the band's rows (column col0 of its first row at strip, rows stride apart). The first call
+ * of a band has col0 = 0; each later one starts where the last one ended, or to the left of it (columns
+ * already given, again), but never to the right of pgd_resample_strip_from(r) (called after the last strip);
+ * the band is complete with col1 = src_w, and no other call on r may come in between. The AVX2 code writes
+ * the parts of the band's output rows whose source columns have all arrived and reads up to 16 bytes past
+ * col1 in each row (they count for nothing: they only have to be readable, also after the last row); the
+ * other implementations put the band together and resample it when it is complete (the bytes are the same
+ * either way). Returns 0, or -1 when out of memory for that (then r is unusable). */
+int pgd_resample_push_strip(pgd_resample *r, const uint8_t *strip, size_t stride, uint32_t n, uint32_t col0,
+                            uint32_t col1, pgd_err *err);
+
+/* The first column of the open band that the next strip has to hold (0 when no band is open). */
+uint32_t pgd_resample_strip_from(const pgd_resample *r);
+
+/* At most how many columns to the left of the last strip's end pgd_resample_strip_from can ask for (0 for
+ * the implementations that put bands together): a strip buffer that is this much wider than the new columns
+ * of each strip always has room. */
+uint32_t pgd_resample_strip_margin(const pgd_resample *r);
+
 /* Write the output rows still pending (those covering rows that were never pushed get what did arrive, or
  * white). */
 void pgd_resample_finish(pgd_resample *r);

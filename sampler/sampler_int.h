@@ -180,6 +180,8 @@ int pgd_sampler_pool_can_get(smp_pool *p);
 int pgd_sampler_pool_release(smp_pool *p, uint64_t seq);
 /* Every ring slot the consumer holds back to the free list (it is gone or was replaced); returns how many. */
 uint32_t pgd_sampler_pool_reclaim(smp_pool *p);
+/* How many ring slots the consumer holds (sent as BATCH_SHM, not yet released). */
+uint32_t pgd_sampler_pool_held(const smp_pool *p);
 
 /* sampler_loaders.c */
 /* Take in one message from the loaders' socket. -1: fatal. */

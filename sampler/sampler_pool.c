@@ -93,6 +93,14 @@ uint32_t pgd_sampler_pool_reclaim(smp_pool *p)
     return n;
 }
 
+uint32_t pgd_sampler_pool_held(const smp_pool *p)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; p->ring && i < p->ring->nslots; i++)
+        n += p->ring_bufs[i].at_consumer != 0;
+    return n;
+}
+
 smp_buf *pgd_sampler_pool_get(smp_pool *p, size_t need)
 {
     smp_buf *best = NULL, **best_at = NULL;

@@ -121,6 +121,22 @@ static void loop(pgd_sampler *s)
     }
 }
 
+/* After END the consumer may still hold BATCH_SHM slots it has not even mapped yet: the segment (removed at
+ * exit) must outlive them. Wait until every slot is released, the consumer is silent for consumer_timeout_ms,
+ * or a signal comes. */
+static void linger(pgd_sampler *s)
+{
+    while (pgd_sampler_pool_held(&s->pool) > 0 && !s->signalled) {
+        if (pgd_clock_ms() - s->cons_last_rx > s->o.consumer_timeout_ms) {
+            pgd_warn("the consumer still holds %u shared-memory slots after %lld ms of silence: removing them",
+                     pgd_sampler_pool_held(&s->pool), (long long)s->o.consumer_timeout_ms);
+            return;
+        }
+        if (wait_events(s, 100) != 0 || drain(s) != 0)
+            return;
+    }
+}
+
 static void summary(const pgd_sampler *s)
 {
     const smp_counts *n = &s->n;
@@ -166,6 +182,8 @@ static int run(pgd_sampler *s)
         pgd_error("%s", s->reason);
     pgd_sampler_end_consumer(s, s->complete);
     pgd_sampler_stop_loaders(s);
+    if (s->complete)
+        linger(s);
     summary(s);
     pgd_sigpipe_restore();
     return s->complete ? PGD_EXIT_OK : PGD_EXIT_FAIL;

@@ -1,5 +1,6 @@
 /* test_patcher.c: fit and native geometries: grids, white centred padding, area resampling against a plain
- * reference, patches against the renderer, mpp level choice, cell errors, repeats, and broken slides. */
+ * reference, patches against the renderer, the fast path's fit streamed in strips against the whole level,
+ * mpp level choice, cell errors, repeats, and broken slides. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -354,6 +355,51 @@ static void test_fit_backends_agree(void)
     pgd_patcher_close(&b);
 }
 
+/* The fast path's fit (tile columns decoded into a strip and resampled as they arrive) against the whole
+ * level read at once and resampled in one call: the same bytes. The level-0-only slide at DCT 1/8 has
+ * tiles 32 pixels wide, so its bands arrive in ten strips. */
+static void check_fit_whole_level(const char *path, uint32_t S)
+{
+    pgd_patcher *p = open_ok(path, fit_spec(S, S / 4), PGD_SLIDE_FAST);
+    pgd_err err = PGD_ERR_INIT;
+    pgd_slide *s = pgd_slide_open(path, PGD_SLIDE_FAST, &err);
+    const uint8_t *img = p ? pgd_patcher_fit_image(p, &err) : NULL;
+    CU_ASSERT(img && s);
+    if (!img || !s)
+        goto done;
+    const pgd_geom *g = pgd_patcher_geom(p);
+    const pgd_slide_level *l = &pgd_patcher_slide_info(p)->level[g->level];
+    int den = 1;
+    while (den * 2 <= l->max_den && den * 2 <= (1 / g->scale) * (1 + 1e-9))
+        den *= 2;
+    int64_t sw, sh;
+    pgd_slide_scaled_size(s, g->level, den, &sw, &sh);
+    uint32_t ow = (uint32_t)lround((double)l->w * g->scale), oh = (uint32_t)lround((double)l->h * g->scale);
+    uint8_t *lvl = malloc((size_t)sw * sh * 3), *ref = malloc((size_t)ow * oh * 3);
+    CU_ASSERT_EQUAL(
+        pgd_slide_read(s, g->level, den, 0, 0, (uint32_t)sw, (uint32_t)sh, NULL, lvl, (size_t)sw * 3, &err), 0);
+    pgd_resample_map m = {(uint32_t)sw, (uint32_t)sh, 0, 0, (double)l->w / den / ow, (double)l->h / den / oh, ow, oh};
+    CU_ASSERT_EQUAL(pgd_resample_area(&m, lvl, (size_t)sw * 3, ref, (size_t)ow * 3, &err), 0);
+    uint32_t px = (S - ow) / 2, py = (S - oh) / 2;
+    int same = 1;
+    for (uint32_t y = 0; y < oh; y++)
+        same &= memcmp(ref + (size_t)y * ow * 3, img + ((size_t)(py + y) * S + px) * 3, (size_t)ow * 3) == 0;
+    printf("\n  %s fit %u (level %d at 1/%d, %lldx%lld): %s the whole level resampled at once", path, S, g->level,
+           den, (long long)sw, (long long)sh, same ? "the same bytes as" : "DIFFERS from");
+    CU_ASSERT(same);
+    free(lvl), free(ref);
+done:
+    pgd_slide_close(&s);
+    pgd_patcher_close(&p);
+}
+
+static void test_fit_strips_match_whole_level(void)
+{
+    check_fit_whole_level(std_slide(), 384);
+    check_fit_whole_level(std_slide(), 512);
+    check_fit_whole_level(make_slide("flat0.tiff", 2400, 1800, 9, (pgd_synth_tiff_opts){.levels = 1}), 256);
+}
+
 /* ---- native ------------------------------------------------------------------------------------- */
 
 static void test_native_grid(void)
@@ -616,6 +662,7 @@ static const pgd_test_case cases[] = {
     {"fit_matches_renderer", test_fit_matches_renderer},
     {"fit_level0_only", test_fit_level0_only},
     {"fit_backends_agree", test_fit_backends_agree},
+    {"fit_strips_match_whole_level", test_fit_strips_match_whole_level},
     {"native_grid", test_native_grid},
     {"native_mpp", test_native_mpp},
     {"cells_and_repeats", test_cells_and_repeats},

@@ -1,6 +1,7 @@
 /* test_resample.c: the area resampler's implementations (plain C, SSE2, AVX2 in 16-row blocks) give the same
- * bytes on random images of odd sizes at integer and non-integer ratios, whole or streamed in uneven bands,
- * write nothing between the output rows, and stay within one level of the exact area mean. */
+ * bytes on random images of odd sizes at integer and non-integer ratios, whole or streamed in uneven bands
+ * (also pushed in vertical strips), write nothing between the output rows, and stay within one level of the
+ * exact area mean. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -208,6 +209,94 @@ static void test_blocks_identical(void)
     printf("\n  %d comparisons of whole blocks and banded rows", compared);
 }
 
+/* Resample with impl, each band of `band` rows pushed in vertical strips as a tile-by-tile reader does:
+ * strips of 1, 6, 11, ... columns (cycling below `most`), the columns pgd_resample_strip_from still asks for
+ * moved to the left edge of a strip buffer `most` + pgd_resample_strip_margin columns wide. */
+static int run_strips(const pgd_resample_map *m, pgd_resample_impl impl, const uint8_t *src, size_t sstride,
+                      uint8_t *dst, size_t dstride, uint32_t band, uint32_t most)
+{
+    pgd_err err = PGD_ERR_INIT;
+    pgd_resample *r = pgd_resample_new_impl(m, impl, dst, dstride, &err);
+    if (!r)
+        return -1;
+    uint32_t width = most + pgd_resample_strip_margin(r);
+    size_t pitch = (size_t)width * 3 + 1; /* odd on purpose */
+    uint8_t *strip = calloc((size_t)band * pitch + 64, 1);
+    int rc = 0;
+    for (uint32_t y = 0; y < m->src_h && rc == 0; y += band) {
+        uint32_t n = m->src_h - y < band ? m->src_h - y : band, s0 = 0, step = 1;
+        for (uint32_t x = 0; x < m->src_w && rc == 0; x += step, step = (step + 5) % most + 1) {
+            uint32_t w = m->src_w - x < step ? m->src_w - x : step, from = x ? pgd_resample_strip_from(r) : 0;
+            if (from > x || x - from + w > width) {
+                rc = -1; /* asked for more than its margin */
+                break;
+            }
+            for (uint32_t k = 0; k < n && from > s0; k++)
+                memmove(strip + k * pitch, strip + k * pitch + (size_t)(from - s0) * 3, (size_t)(x - from) * 3);
+            s0 = from;
+            for (uint32_t k = 0; k < n; k++)
+                memcpy(strip + k * pitch + (size_t)(x - s0) * 3, src + (size_t)(y + k) * sstride + (size_t)x * 3,
+                       (size_t)w * 3);
+            rc = pgd_resample_push_strip(r, strip, pitch, n, s0, x + w, &err);
+        }
+    }
+    pgd_resample_finish(r);
+    pgd_resample_free(&r);
+    free(strip);
+    return rc;
+}
+
+/* Bands pushed in strips give the bytes of the whole image in one piece, with every implementation, into
+ * rows with slack and into 32-byte-aligned rows (which the AVX2 code streams past the caches). */
+static void test_strips_identical(void)
+{
+    static const struct {
+        uint32_t sw, sh, dw, dh;
+        double ox, oy, rx, ry;
+    } sm[] = {
+        {1000, 300, 819, 246, 0, 0, 1000.0 / 819, 300.0 / 246}, /* the fit's ratio */
+        {517, 97, 300, 50, 0, 0, 517.0 / 300, 97.0 / 50},
+        {130, 70, 390, 210, 0, 0, 1.0 / 3, 1.0 / 3},           /* upsampling */
+        {900, 64, 101, 7, 0, 0, 900.0 / 101, 64.0 / 7},         /* 10 taps across */
+        {200, 90, 150, 70, -7.5, -3, 1.5, 1.5},                 /* white columns and rows */
+        {640, 40, 512, 33, 0, 0, 1.25, 40.0 / 33},              /* whole chunks only */
+    };
+    static const uint32_t bands[] = {1, 7, 40, 1000}, mosts[] = {1, 17, 64, 300};
+    int compared = 0;
+    for (size_t k = 0; k < sizeof sm / sizeof *sm; k++) {
+        pgd_resample_map m = {sm[k].sw, sm[k].sh, sm[k].ox, sm[k].oy, sm[k].rx, sm[k].ry, sm[k].dw, sm[k].dh};
+        size_t sstride = (size_t)m.src_w * 3, aligned = ((size_t)m.dst_w * 3 + 63) / 64 * 64;
+        size_t n = ((aligned > (size_t)m.dst_w * 3 + 7 ? aligned : (size_t)m.dst_w * 3 + 7) * m.dst_h + 63) / 64 * 64;
+        uint8_t *src = random_bytes(sstride * m.src_h, (unsigned)k + 70), *ref = aligned_alloc(64, n);
+        uint8_t *got = aligned_alloc(64, n);
+        for (size_t d = 0; d < 2; d++) {
+            size_t dstride = d ? aligned : (size_t)m.dst_w * 3 + 7;
+            memset(ref, 0xa5, n);
+            CU_ASSERT_EQUAL_FATAL(run_into(&m, PGD_RESAMPLE_SCALAR, src, sstride, ref, dstride, 1000), 0);
+            for (pgd_resample_impl impl = PGD_RESAMPLE_SCALAR; impl <= PGD_RESAMPLE_AVX2; impl++)
+                for (size_t b = 0; b < sizeof bands / sizeof *bands && pgd_resample_impl_available(impl); b++)
+                    for (size_t w = 0; w < sizeof mosts / sizeof *mosts; w++) {
+                        memset(got, 0xa5, n);
+                        CU_ASSERT_EQUAL(run_strips(&m, impl, src, sstride, got, dstride, bands[b], mosts[w]), 0);
+                        int same = memcmp(ref, got, n) == 0;
+                        if (d) { /* and whole bands into the aligned rows */
+                            memset(got, 0xa5, n);
+                            CU_ASSERT_EQUAL(run_into(&m, impl, src, sstride, got, dstride, bands[b]), 0);
+                            same &= memcmp(ref, got, n) == 0;
+                        }
+                        if (!same)
+                            fprintf(stderr, "\n  strip map %zu (%ux%u -> %ux%u), bands of %u, strips below %u, "
+                                    "%s rows: %s differs", k, m.src_w, m.src_h, m.dst_w, m.dst_h, bands[b], mosts[w],
+                                    d ? "aligned" : "odd", pgd_resample_impl_name(impl));
+                        CU_ASSERT(same);
+                        compared++;
+                    }
+        }
+        free(src), free(ref), free(got);
+    }
+    printf("\n  %d comparisons of bands pushed in strips", compared);
+}
+
 /* Fixed point against the exact mean: at most one level off anywhere, and identical for box averages
  * (power-of-two ratios lose nothing to the floors). */
 static void test_close_to_exact(void)
@@ -252,6 +341,7 @@ static const pgd_test_case cases[] = {
     {"impls_identical", test_impls_identical},
     {"impls_identical_random", test_impls_identical_random},
     {"blocks_identical", test_blocks_identical},
+    {"strips_identical", test_strips_identical},
     {"close_to_exact", test_close_to_exact},
     {"unavailable_and_bad", test_unavailable_and_bad},
     {NULL, NULL},
