@@ -1,6 +1,5 @@
 /* serve_shm.c: the loader's shared-memory segment of PATCHES pixels: regions with generation words, lent from
  * a PATCHES_SHM answer until the sampler's RELEASE; and the sampler's checked copy out of it. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -44,32 +43,18 @@ static uint64_t region_pixels(const pgd_serve_shm *g, int i)
     return PGD_SERVE_SHM_HEADER + (uint64_t)i * g->slot_size + PGD_SERVE_SHM_GEN;
 }
 
-/* Remove this user's pgd-patch.* objects whose creator (the pid in their header) no longer runs. A pid used
- * again by another process keeps its object: a leak, never a removal of a live one. */
-static void reclaim_stale(void)
+/* 1 for a pgd-patch.* object whose creator (the pid in its header) no longer runs. A pid used again by another
+ * process keeps its object: a leak, never a removal of a live one. */
+static int patch_segment_stale(const char *name)
 {
-    DIR *d = opendir("/dev/shm");
-    if (!d)
-        return;
-    size_t plen = strlen(PGD_SERVE_SHM_PREFIX);
-    for (struct dirent *e; (e = readdir(d));) {
-        if (strncmp(e->d_name, PGD_SERVE_SHM_PREFIX, plen) != 0 || strlen(e->d_name) >= PGD_WIRE_SEGMENT_MAX)
-            continue;
-        char name[PGD_WIRE_SEGMENT_MAX + 1];
-        snprintf(name, sizeof name, "/%s", e->d_name);
-        int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
-        if (fd < 0)
-            continue;
-        struct stat st;
-        shm_header h;
-        int stale = fstat(fd, &st) == 0 && st.st_uid == getuid() && pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h &&
-                    h.magic == PGD_SERVE_SHM_MAGIC && h.crc == header_crc(&h) && h.creator_pid > 0 &&
-                    kill(h.creator_pid, 0) != 0 && errno == ESRCH;
-        close(fd);
-        if (stale)
-            shm_unlink(name);
-    }
-    closedir(d);
+    int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    shm_header h;
+    int stale = pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h && h.magic == PGD_SERVE_SHM_MAGIC &&
+                h.crc == header_crc(&h) && h.creator_pid > 0 && kill(h.creator_pid, 0) != 0 && errno == ESRCH;
+    close(fd);
+    return stale;
 }
 
 int pgd_serve_shm_create(pgd_serve_shm *g, uint32_t nslots, uint64_t bytes, uint64_t run_id, pgd_err *err)
@@ -79,7 +64,7 @@ int pgd_serve_shm_create(pgd_serve_shm *g, uint32_t nslots, uint64_t bytes, uint
         return pgd_fail(err, PGD_EINVAL, "patch segment: %u regions of %llu bytes", nslots, (unsigned long long)bytes);
     uint64_t slot = (bytes + PGD_SERVE_SHM_GEN + PAGE - 1) / PAGE * PAGE;
     uint64_t total = PGD_SERVE_SHM_HEADER + slot * nslots; /* nslots < 2^32 and slot < 2^32: no overflow */
-    reclaim_stale();
+    pgd_shm_reclaim(PGD_SERVE_SHM_PREFIX, patch_segment_stale);
     void *m;
     if (pgd_shm_create(PGD_SERVE_SHM_PREFIX, total, g->name, sizeof g->name, &m, err) != 0) {
         pgd_err_prefix(err, "patch segment: ");

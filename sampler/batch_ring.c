@@ -1,7 +1,6 @@
 /* batch_ring.c: the shared-memory segment of BATCH pixel slots: create, attach, stale detection, removal. */
 #include "sampler/batch_ring.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -27,17 +26,6 @@ typedef struct ring_header {
     uint32_t crc;
 } ring_header;
 _Static_assert(offsetof(ring_header, crc) == 64, "ring header layout");
-
-/* 1 when the process that made a segment still runs (same pid, same start time), else 0. */
-static int creator_alive(const ring_header *h)
-{
-    if (h->creator_pid <= 0)
-        return 0;
-    if (kill(h->creator_pid, 0) != 0 && errno == ESRCH)
-        return 0;
-    uint64_t now = pgd_proc_start(h->creator_pid);
-    return now != 0 && now == h->creator_start;
-}
 
 static uint32_t header_crc(const ring_header *h)
 {
@@ -173,29 +161,15 @@ int pgd_batch_ring_alive(const char *name)
     if (read_header(name, &fd, &h, &size, NULL) != 0)
         return -1;
     close(fd);
-    return creator_alive(&h);
+    return pgd_proc_alive(h.creator_pid, h.creator_start);
+}
+
+static int ring_stale(const char *name)
+{
+    return pgd_batch_ring_alive(name) == 0;
 }
 
 unsigned pgd_batch_ring_reclaim_stale(void)
 {
-    DIR *d = opendir("/dev/shm");
-    if (!d)
-        return 0;
-    unsigned removed = 0;
-    size_t plen = strlen(PGD_BATCH_RING_PREFIX);
-    for (struct dirent *e; (e = readdir(d));) {
-        if (strncmp(e->d_name, PGD_BATCH_RING_PREFIX, plen) != 0 || strlen(e->d_name) >= PGD_WIRE_SEGMENT_MAX)
-            continue;
-        char name[PGD_WIRE_SEGMENT_MAX + 1];
-        snprintf(name, sizeof name, "/%s", e->d_name);
-        struct stat st;
-        char path[PGD_WIRE_SEGMENT_MAX + 16];
-        snprintf(path, sizeof path, "/dev/shm/%s", e->d_name);
-        if (stat(path, &st) != 0 || st.st_uid != getuid())
-            continue;
-        if (pgd_batch_ring_alive(name) == 0 && shm_unlink(name) == 0)
-            removed++;
-    }
-    closedir(d);
-    return removed;
+    return pgd_shm_reclaim(PGD_BATCH_RING_PREFIX, ring_stale);
 }

@@ -37,7 +37,4 @@ int pgd_gd_predict(pgd_gd *gd, const uint8_t *pixels, int images, float *probs, 
 void pgd_gd_get_counters(const pgd_gd *gd, int64_t *steps);
 void pgd_gd_set_counters(pgd_gd *gd, int64_t steps);
 
-/* The model-metadata key under which pgd-trainer run saves the counter (beside PGD_RUN_META_*, run.h). */
-#define PGD_GD_META_STEPS "pgd.gd_steps"
-
 #endif

@@ -76,10 +76,7 @@ static void count_predictions(pgd_run *r, int images, const int32_t *labels, int
     int classes = r->tally.conf.k;
     for (int i = 0; i < images; i++) {
         const float *p = r->probs + (size_t)i * classes;
-        int best = 0;
-        for (int k = 1; k < classes; k++)
-            if (p[k] > p[best])
-                best = k;
+        int best = pgd_run_argmax(p, classes);
         if (labels[i] < 0 || labels[i] >= classes)
             continue;
         pgd_confusion_add(&r->tally.conf, labels[i], best, NULL);

@@ -99,6 +99,16 @@ typedef struct pgd_run {
     int64_t resume_epoch, resume_batch;
 } pgd_run;
 
+/* The predicted class: the index of the largest of probs[0..classes) (the first one on ties). */
+static inline int pgd_run_argmax(const float *probs, int classes)
+{
+    int best = 0;
+    for (int k = 1; k < classes; k++)
+        if (probs[k] > probs[best])
+            best = k;
+    return best;
+}
+
 /* pgd-trainer run (argv[0] is "run"). Returns a PGD_EXIT_ code. */
 int pgd_run_main(int argc, char **argv);
 
@@ -112,6 +122,7 @@ void pgd_run_unbuild(pgd_run *r);
 #define PGD_RUN_META_TICK "pgd.tick"
 #define PGD_RUN_META_FILLS "pgd.fills"
 #define PGD_RUN_META_INNER_STEPS "pgd.inner_steps"
+#define PGD_RUN_META_GD_STEPS "pgd.gd_steps"
 
 /* run_out.c: the run folder: metrics lines, predictions, checkpoints. */
 int pgd_run_out_open(pgd_run *r, pgd_err *err);

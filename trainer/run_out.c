@@ -114,10 +114,7 @@ int pgd_run_predictions(pgd_run *r, int images, pgd_err *err)
     }
     for (int i = 0; i < images; i++) {
         const float *p = r->probs + (size_t)i * classes;
-        int best = 0;
-        for (int k = 1; k < classes; k++)
-            if (p[k] > p[best])
-                best = k;
+        int best = pgd_run_argmax(p, classes);
         fprintf(r->predictions, "%s,%d", r->slot_id[i], best);
         for (int k = 0; k < classes; k++)
             fprintf(r->predictions, ",%.6f", p[k]);
@@ -159,7 +156,7 @@ int pgd_run_checkpoint(pgd_run *r, uint32_t next_epoch, pgd_err *err)
                                               {PGD_RUN_META_TICK, vals[1]},
                                               {PGD_RUN_META_FILLS, vals[2]},
                                               {PGD_RUN_META_INNER_STEPS, vals[3]},
-                                              {PGD_GD_META_STEPS, vals[4]}};
+                                              {PGD_RUN_META_GD_STEPS, vals[4]}};
     if (path_in(path, sizeof path, r, "model.safetensors", err) != 0 ||
         pgd_ckpt_save(path, nets, r->g ? 2 : 1, meta, 2 + N_COUNTERS, err) != 0)
         return -1;

@@ -59,8 +59,8 @@ typedef struct resume_counters {
  * count is then the optimizer step. */
 static int read_gd_steps(const pgd_st_file *f, const char *path, resume_counters *c, pgd_err *err)
 {
-    if (pgd_st_meta(f, PGD_GD_META_STEPS))
-        return meta_counter(f, path, PGD_GD_META_STEPS, &c->gd_steps, err);
+    if (pgd_st_meta(f, PGD_RUN_META_GD_STEPS))
+        return meta_counter(f, path, PGD_RUN_META_GD_STEPS, &c->gd_steps, err);
     c->gd_steps = c->step;
     return 0;
 }

@@ -9,6 +9,7 @@
 
 #include "crc32c.h"
 #include "half.h"
+#include "shm.h"
 
 /* The seqlock word: bits 63..32 the pid that last changed it, bits 31..0 the count (odd: being
  * written). 0 means never written; a written slot always has a pid, so it is never 0 again. */
@@ -82,7 +83,7 @@ static int writer_alive(zs_slot *e, uint64_t s)
     uint64_t start = 0;
     if (atomic_load_explicit(&e->owner_tag, memory_order_acquire) == s)
         start = atomic_load_explicit(&e->writer_start, memory_order_relaxed);
-    return pgd_zstore_pid_alive((pid_t)seq_pid(s), start);
+    return pgd_proc_alive((pid_t)seq_pid(s), start);
 }
 
 static int64_t now_ns(void)

@@ -76,10 +76,6 @@ int pgd_zstore_layout(const char *name, uint32_t m, uint32_t n, uint32_t s, uint
 /* Check a header read from a segment of file_size bytes: 0, or -1 with a clear err. */
 int pgd_zstore_header_check(const char *name, const zs_header *h, uint64_t file_size, pgd_err *err);
 
-/* Process liveness. start_time: /proc/PID/stat field 22, -1 on failure (no such process). */
-int pgd_zstore_pid_start(pid_t pid, uint64_t *start);
-/* 1 when pid runs and (start != 0) its start time is start; 0 when it is gone, a zombie, or reused. */
-int pgd_zstore_pid_alive(pid_t pid, uint64_t start);
 
 /* Copy the handle's sticky error into err (unless err already holds one) and return -1. Raise a sticky
  * error with pgd_fail(&z->err, ...) first. */

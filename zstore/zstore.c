@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "shm.h"
 
 #define ZS_SHM_DIR "/dev/shm"
 
@@ -190,7 +191,7 @@ static pgd_zstore *handle_new(const char *name, const zs_header *h, void *base, 
     z->hdr = *h;
     z->table = (zs_slot *)(z->base + h->slot_table_offset);
     z->pid = getpid();
-    if (pgd_zstore_pid_start(z->pid, &z->start) != 0)
+    if (!(z->start = pgd_proc_start(z->pid)))
         z->start = 0;
     z->timeout_ms = PGD_ZSTORE_DEFAULT_TIMEOUT_MS;
     if (writable) {
@@ -253,7 +254,7 @@ pgd_zstore *pgd_zstore_create_owned(const char *name, uint32_t m, uint32_t n, ui
     uint64_t owner_start = 0;
     if (pgd_zstore_name_check(name, err) != 0 || pgd_zstore_layout(name, m, n, s, slots, dtype, &h, err) != 0)
         return NULL;
-    if (owner_pid <= 0 || pgd_zstore_pid_start(owner_pid, &owner_start) != 0) {
+    if (owner_pid <= 0 || !(owner_start = pgd_proc_start(owner_pid))) {
         if (owner_pid != getpid()) {
             pgd_fail(err, PGD_EINVAL, "zstore pgd.%s: owner pid %d is not a running process", name, owner_pid);
             return NULL;
@@ -424,7 +425,7 @@ int pgd_zstore_get_info(pgd_zstore *z, pgd_zstore_info *info, pgd_err *err)
     info->creator_pid = h->creator_pid;
     info->creator_start = h->creator_start;
     info->created_time = h->created_time;
-    info->alive = pgd_zstore_pid_alive((pid_t)h->creator_pid, h->creator_start);
+    info->alive = pgd_proc_alive((pid_t)h->creator_pid, h->creator_start);
     return 0;
 }
 
