@@ -27,6 +27,11 @@ typedef struct pgd_synth_params {
      * sized in "units" of max(width, height) / S level-0 pixels. 0 = the task's default (panda 2048,
      * ultramnist 512). */
     uint32_t fit;
+    /* panda only; 0 = the default. gland_density: the chance that a gland cell inside tissue holds a gland
+     * (0.6); tumour_fraction: the chance that a gland of a slide of grade >= 1 shows the grade's pattern, the
+     * others being benign (0.5); tissue: a scale on the tissue blobs' size (1). The first two in (0, 1], tissue
+     * in (0, 4]. Raising them puts more label-bearing glands on a slide: a denser, easier task. */
+    double gland_density, tumour_fraction, tissue;
 } pgd_synth_params;
 
 /* Fill defaults (fit) and validate. Errors name the field ("width: 0 is outside 1..1048576"). */

@@ -18,7 +18,7 @@
 typedef struct synth_cfg {
     int task, subsampling, quiet;
     int64_t count, width, height, seed, fit, tile, quality, levels, jobs, png_size;
-    double mpp;
+    double mpp, gland_density, tumour_fraction, tissue;
     char *out, *prefix, *render_png;
 } synth_cfg;
 
@@ -36,6 +36,12 @@ static const pgd_cfg_opt opts[] = {
     {"seed", PGD_CFG_INT, offsetof(synth_cfg, seed), "0", 0, INFINITY, NULL, "random seed", 0},
     {"fit", PGD_CFG_INT, offsetof(synth_cfg, fit), "0", 0, 65536, NULL,
      "structures are sized for the slide fitted into S x S, S >= 64 (0: panda 2048, ultramnist 512)", 0},
+    {"gland_density", PGD_CFG_FLOAT, offsetof(synth_cfg, gland_density), "0.6", 0.001, 1, NULL,
+     "panda: chance that a gland cell inside tissue holds a gland", 0},
+    {"tumour_fraction", PGD_CFG_FLOAT, offsetof(synth_cfg, tumour_fraction), "0.5", 0.001, 1, NULL,
+     "panda: chance that a gland of a graded slide shows the grade's pattern", 0},
+    {"tissue", PGD_CFG_FLOAT, offsetof(synth_cfg, tissue), "1", 0.05, 4, NULL,
+     "panda: scale on the size of the tissue blobs", 0},
     {"tile", PGD_CFG_INT, offsetof(synth_cfg, tile), "256", 240, 1024, NULL, "tile size, a multiple of 16", 0},
     {"quality", PGD_CFG_INT, offsetof(synth_cfg, quality), "85", 1, 100, NULL, "JPEG quality", 0},
     {"subsampling", PGD_CFG_ENUM, offsetof(synth_cfg, subsampling), "420", 0, 0, "420|444",
@@ -139,6 +145,9 @@ static void fill_batch(const synth_cfg *s, pgd_synth_batch *b)
     b->params.height = (uint32_t)s->height;
     b->params.seed = (uint64_t)s->seed;
     b->params.fit = (uint32_t)s->fit;
+    b->params.gland_density = s->gland_density;
+    b->params.tumour_fraction = s->tumour_fraction;
+    b->params.tissue = s->tissue;
     b->tiff.tile = (uint32_t)s->tile;
     b->tiff.quality = (int)s->quality;
     b->tiff.subsampling = subsamplings[s->subsampling];

@@ -14,8 +14,6 @@
 #define CELL 40.0            /* gland cell side */
 #define GLAND_R 12.0         /* mean gland radius; the radius varies by +-10% */
 #define GLAND_R_VAR 0.10
-#define GLAND_P 0.60         /* chance that a cell well inside tissue holds a gland */
-#define TUMOUR_P 0.50        /* chance that a gland of a slide of grade >= 1 shows the grade's pattern */
 #define TISSUE_MIN_F 0.25    /* tissue field needed at a gland's centre */
 #define NUC_RING 0.78        /* nuclei ring radius / gland radius */
 #define NUC_R6 0.16          /* nucleus radius / gland radius when a gland has 6 nuclei (area is kept) */
@@ -197,10 +195,10 @@ static void gland_build(const pgd_synth_slide *s, const panda *pd, int64_t i, in
     double th = 2 * M_PI * pgd_rng_uniform(&r);
     double phase = 2 * M_PI * pgd_rng_uniform(&r);
     memset(g, 0, sizeof *g);
-    if (u_present >= GLAND_P || cx < 0 || cy < 0 || cx >= s->p.width || cy >= s->p.height ||
+    if (u_present >= s->p.gland_density || cx < 0 || cy < 0 || cx >= s->p.width || cy >= s->p.height ||
         field_at(s, pd, cx, cy) < TISSUE_MIN_F)
         return;
-    int type = s->label > 0 && u_tumour < TUMOUR_P ? s->label : 0;
+    int type = s->label > 0 && u_tumour < s->p.tumour_fraction ? s->label : 0;
     double jt = PATTERN[type].jitter;
     g->present = 1;
     g->cx = (float)cx;
@@ -415,8 +413,8 @@ static int panda_init(pgd_synth_slide *s, pgd_err *err)
         blob *b = &pd->blobs[k];
         b->cx = w * (0.18 + 0.64 * pgd_rng_uniform(&r));
         b->cy = h * (0.18 + 0.64 * pgd_rng_uniform(&r));
-        double a = w * (0.08 + 0.20 * pgd_rng_uniform(&r));
-        double bb = h * (0.07 + 0.13 * pgd_rng_uniform(&r));
+        double a = w * (0.08 + 0.20 * pgd_rng_uniform(&r)) * s->p.tissue;
+        double bb = h * (0.07 + 0.13 * pgd_rng_uniform(&r)) * s->p.tissue;
         double th = (pgd_rng_uniform(&r) - 0.5) * 1.6;
         b->c = cos(th);
         b->s = sin(th);

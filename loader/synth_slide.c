@@ -52,6 +52,18 @@ int pgd_synth_params_check(pgd_synth_params *p, pgd_err *err)
         p->fit = ops->default_fit;
     if (p->fit < FIT_MIN || p->fit > FIT_MAX)
         return pgd_fail(err, PGD_EINVAL, "fit: %u is outside %u..%u", p->fit, FIT_MIN, FIT_MAX);
+    if (p->gland_density == 0)
+        p->gland_density = 0.6;
+    if (p->tumour_fraction == 0)
+        p->tumour_fraction = 0.5;
+    if (p->tissue == 0)
+        p->tissue = 1.0;
+    if (!(p->gland_density > 0 && p->gland_density <= 1))
+        return pgd_fail(err, PGD_EINVAL, "gland_density: %g is outside (0, 1]", p->gland_density);
+    if (!(p->tumour_fraction > 0 && p->tumour_fraction <= 1))
+        return pgd_fail(err, PGD_EINVAL, "tumour_fraction: %g is outside (0, 1]", p->tumour_fraction);
+    if (!(p->tissue > 0 && p->tissue <= 4))
+        return pgd_fail(err, PGD_EINVAL, "tissue: %g is outside (0, 4]", p->tissue);
     return 0;
 }
 

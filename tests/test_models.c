@@ -306,12 +306,12 @@ static int head_grid(int g)
     return g;
 }
 
-static void check_head(pgd_backend *be, int s, int m, int n, int width, int classes)
+static void check_head(pgd_backend *be, int s, int m, int n, int width, int classes, int pool)
 {
     pgd_err err = PGD_ERR_INIT;
-    pgd_net *net = pgd_model_head(be, s, m, n, width, 0.2f, classes, 9, &err);
+    pgd_net *net = pgd_model_head(be, s, m, n, width, 0.2f, pool, classes, 9, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(net);
-    int flat = width * head_grid(m) * head_grid(n);
+    int flat = pool ? width : width * head_grid(m) * head_grid(n);
     CU_ASSERT_EQUAL(pgd_net_tensor_count(net), 4 * 7 + 2);
     check_tensor(net, "head.0.weight", PGD_TENSOR_PARAM, 4, width, s, 3, 3);
     check_tensor(net, "head.0.bias", PGD_TENSOR_PARAM, 1, width, 0, 0, 0);
@@ -352,19 +352,68 @@ static void check_head(pgd_backend *be, int s, int m, int n, int width, int clas
 static void test_head(void)
 {
     pgd_backend *be = backend();
-    check_head(be, 4, 1, 1, 8, 2);
-    check_head(be, 8, 3, 5, 16, 6);
-    check_head(be, 16, 16, 16, 32, 10);
-    check_head(be, 3, 1, 9, 4, 1);
-    check_head(be, 2, 7, 2, 5, 1000);
+    for (int pool = 0; pool < 2; pool++) {
+        check_head(be, 4, 1, 1, 8, 2, pool);
+        check_head(be, 8, 3, 5, 16, 6, pool);
+        check_head(be, 16, 16, 16, 32, 10, pool);
+        check_head(be, 3, 1, 9, 4, 1, pool);
+        check_head(be, 2, 7, 2, 5, 1000, pool);
+    }
     /* the reference configuration: s 256, width 256, a 16 x 16 grid, 6 classes */
     pgd_err err = PGD_ERR_INIT;
-    pgd_net *net = pgd_model_head(be, 256, 16, 16, 256, 0.2f, 6, 1, &err);
+    pgd_net *net = pgd_model_head(be, 256, 16, 16, 256, 0.2f, 0, 6, 1, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(net);
     check_tensor(net, "head.17.weight", PGD_TENSOR_PARAM, 2, 6, 256 * 2 * 2, 0, 0);
     pgd_net_free(&net);
-    CU_ASSERT_PTR_NULL(pgd_model_head(be, 256, 0, 16, 256, 0.2f, 6, 1, &err));
+    CU_ASSERT_PTR_NULL(pgd_model_head(be, 256, 0, 16, 256, 0.2f, 0, 6, 1, &err));
     CU_ASSERT(strstr(err.msg, "head") != NULL);
+    pgd_backend_free(&be);
+}
+
+/* Logits (eval mode) of a head for a Z-block of zeros but for one 2 x 2 patch of features at (y, x). */
+static void blob_logits(pgd_backend *be, pgd_net *net, int s, int g, int y, int x, float *out, int classes)
+{
+    pgd_err err = PGD_ERR_INIT;
+    size_t count = (size_t)s * g * g;
+    float *host = calloc(count, sizeof *host);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(host);
+    for (int c = 0; c < s; c++)
+        for (int dy = 0; dy < 2; dy++)
+            for (int dx = 0; dx < 2; dx++)
+                host[((size_t)c * g + y + dy) * g + x + dx] = (float)(c + 1) * (dy ? 2.0f : -3.0f) + 4.0f * (float)dx;
+    float *in = be->ops->alloc(be, count * sizeof *in);
+    be->ops->upload(be, in, host, count * sizeof *in);
+    const float *logits = pgd_net_forward(net, in, 1, PGD_NET_EVAL, 0, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(logits);
+    be->ops->download(be, out, logits, (size_t)classes * sizeof *out);
+    be->ops->free(be, in);
+    free(host);
+}
+
+/* The pooled head cannot see where in the grid a pattern lies: moved between two places far enough from the
+ * borders (the four 3x3 convs reach 4 cells), it gives the same logits; the flattening head does not. */
+static void test_head_pool_position(void)
+{
+    pgd_backend *be = backend();
+    pgd_err err = PGD_ERR_INIT;
+    enum { S = 3, G = 24, W = 8, K = 4 };
+    for (int pool = 0; pool < 2; pool++) {
+        pgd_net *net = pgd_model_head(be, S, G, G, W, 0.0f, pool, K, 17, &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(net);
+        CU_ASSERT_EQUAL_FATAL(pgd_net_plan(net, 1, &err), 0);
+        float a[K], b[K];
+        blob_logits(be, net, S, G, 6, 7, a, K);
+        blob_logits(be, net, S, G, 14, 12, b, K);
+        double diff = 0, mag = 0;
+        for (int k = 0; k < K; k++) {
+            diff = fmax(diff, fabs(a[k] - b[k]));
+            mag = fmax(mag, fabs(a[k]));
+        }
+        printf("\n    %s head: largest logit change when the pattern moves: %.3g (logits up to %.3g) ",
+               pool ? "pooled" : "flattening", diff, mag);
+        CU_ASSERT(pool ? diff <= 1e-5 * (1 + mag) : diff > 1e-3);
+        pgd_net_free(&net);
+    }
     pgd_backend_free(&be);
 }
 
@@ -421,6 +470,7 @@ static const pgd_test_case cases[] = {
     {"init_distributions", test_init_distributions},
     {"output_shapes", test_output_shapes},
     {"head", test_head},
+    {"head_pool_position", test_head_pool_position},
     {"errors", test_errors},
     {"same_seed_same_model", test_same_seed_same_model},
     {NULL, NULL},

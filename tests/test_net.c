@@ -309,10 +309,15 @@ static void test_grad_head(void)
     pgd_backend *be = backend();
     pgd_err err = PGD_ERR_INIT;
     /* a 12 x 12 grid of 3-vectors, width 6, dropout 0.3, 3 classes: grids 12, 6, 3, 2 */
-    pgd_net *net = pgd_model_head(be, 3, 12, 12, 6, 0.3f, 3, 41, &err);
+    pgd_net *net = pgd_model_head(be, 3, 12, 12, 6, 0.3f, 0, 3, 41, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(net);
     float *x = random_input(3 * 3 * 12 * 12, 42);
     fd_check("head 12x12 with dropout 0.3, batch 3", net, 3, x, 43, 5, 16);
+    pgd_net_free(&net);
+    /* the pooled head: every conv at stride 1, a global average pool before the Linear */
+    net = pgd_model_head(be, 3, 12, 12, 6, 0.3f, 1, 3, 44, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(net);
+    fd_check("pooled head 12x12 with dropout 0.3, batch 3", net, 3, x, 45, 5, 16);
     free(x);
     pgd_net_free(&net);
     pgd_backend_free(&be);

@@ -46,7 +46,7 @@ static void setup(fixture *fx, float dropout)
     fx->be = pgd_backend_cpu_new(1, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(fx->be);
     fx->f = backbone(fx->be, 11);
-    fx->g = pgd_model_head(fx->be, S, M, N, 6, dropout, CLASSES, 12, &err);
+    fx->g = pgd_model_head(fx->be, S, M, N, 6, dropout, 0, CLASSES, 12, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(fx->g);
     pgd_rng r;
     pgd_rng_seed(&r, 5);
@@ -344,7 +344,7 @@ static void test_loss_falls(void)
     pgd_err err = PGD_ERR_INIT;
     pgd_backend *be = pgd_backend_cpu_new(1, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(be);
-    pgd_net *f = backbone(be, 21), *g = pgd_model_head(be, S, TM, TM, 8, 0.1f, TCLASSES, 22, &err);
+    pgd_net *f = backbone(be, 21), *g = pgd_model_head(be, S, TM, TM, 8, 0.1f, 0, TCLASSES, 22, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(g);
     pgd_opt_cfg oc = pgd_opt_defaults();
     oc.lr = 3e-3f;

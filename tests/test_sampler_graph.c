@@ -300,6 +300,19 @@ static int read_digests(const char *path, run_out *o)
     return 0;
 }
 
+static int file_has(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[2048];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
 static void run_graph(const run_spec *r, run_out *o)
 {
     memset(o, 0, sizeof *o);
@@ -338,11 +351,12 @@ static void run_graph(const run_spec *r, run_out *o)
     fake fk;
     if (fake_open(&fk, r->fake, lep) != 0)
         CU_FAIL("fake loader");
-    if (r->fake) { /* let the fake register first, so that it gets the first job */
-        for (int i = 0; i < 20; i++) {
+    if (r->fake) { /* let the fake register first, so that it gets the first job (however slow the start) */
+        for (int i = 0; i < 2000 && !file_has(o->sampler_log, "first loader registered: 'fake'"); i++) {
             fake_pump(&fk);
             nap_ms(5);
         }
+        CU_ASSERT(file_has(o->sampler_log, "first loader registered: 'fake'"));
     }
     pid_t lp[3] = {0, 0, 0};
     for (int i = 0; i < r->loaders && i < 3; i++) {
@@ -434,19 +448,6 @@ static int messages_with(uint32_t img, int *has)
     }
     pgd_sched_close(&s);
     return n;
-}
-
-static int file_has(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    char line[2048];
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f))
-        found = strstr(line, needle) != NULL;
-    fclose(f);
-    return found;
 }
 
 /* With PGD_TEST_VERBOSE set, print the sampler's summary line (what the fault did: re-issues, duplicates). */

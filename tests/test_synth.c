@@ -777,6 +777,68 @@ static void test_panda_signal_small(void)
     pgd_synth_slide_free(&mid);
 }
 
+/* The panda density knobs: with every gland cell filled, every graded gland patterned and bigger tissue, a
+ * grade changes far more pixels of a small slide than with the defaults; the tumour fraction leaves a grade-0
+ * slide alone; values out of range are refused, naming the field. */
+static void test_panda_density(void)
+{
+    const uint32_t W = 512, H = 384;
+    const pgd_synth_params base = {.task = PGD_SYNTH_PANDA, .width = W, .height = H, .seed = 7, .fit = 256};
+    pgd_synth_params dense = base;
+    dense.gland_density = 1;
+    dense.tumour_fraction = 1;
+    dense.tissue = 1.6;
+    size_t n = (size_t)W * H * 3;
+    uint8_t *a = malloc(n), *b = malloc(n);
+    CU_ASSERT_FATAL(a && b);
+    size_t changed[2] = {0, 0};
+    pgd_err err = PGD_ERR_INIT;
+    for (uint32_t idx = 0; idx < 8; idx++)
+        for (int v = 0; v < 2; v++) {
+            const pgd_synth_params *p = v ? &dense : &base;
+            pgd_synth_slide *lo = pgd_synth_slide_new(p, idx, 0, &err), *hi = pgd_synth_slide_new(p, idx, 5, &err);
+            CU_ASSERT_FATAL(lo && hi);
+            CU_ASSERT_EQUAL(pgd_synth_render(lo, 0, 0, W, H, a, (size_t)W * 3, &err), 0);
+            CU_ASSERT_EQUAL(pgd_synth_render(hi, 0, 0, W, H, b, (size_t)W * 3, &err), 0);
+            for (size_t i = 0; i < n; i++)
+                changed[v] += a[i] != b[i];
+            pgd_synth_slide_free(&lo);
+            pgd_synth_slide_free(&hi);
+        }
+    printf("\n    samples changed by grade 5 over 8 slides: %zu default, %zu dense ", changed[0], changed[1]);
+    CU_ASSERT(changed[1] > 3 * changed[0]);
+    /* Grade 0 has no pattern to show: the tumour fraction changes nothing. */
+    pgd_synth_params all = base;
+    all.tumour_fraction = 1;
+    pgd_synth_slide *x = pgd_synth_slide_new(&base, 3, 0, &err), *y = pgd_synth_slide_new(&all, 3, 0, &err);
+    CU_ASSERT_FATAL(x && y);
+    CU_ASSERT_EQUAL(pgd_synth_render(x, 0, 0, W, H, a, (size_t)W * 3, &err), 0);
+    CU_ASSERT_EQUAL(pgd_synth_render(y, 0, 0, W, H, b, (size_t)W * 3, &err), 0);
+    CU_ASSERT_EQUAL(memcmp(a, b, n), 0);
+    pgd_synth_slide_free(&x);
+    pgd_synth_slide_free(&y);
+    static const struct {
+        double density, tumour, tissue;
+        const char *expect;
+    } bad[] = {
+        {1.5, 0, 0, "gland_density: 1.5 is outside (0, 1]"},
+        {-0.1, 0, 0, "gland_density: -0.1 is outside"},
+        {0, 2, 0, "tumour_fraction: 2 is outside (0, 1]"},
+        {0, 0, 5, "tissue: 5 is outside (0, 4]"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        pgd_synth_params p = base;
+        p.gland_density = bad[i].density;
+        p.tumour_fraction = bad[i].tumour;
+        p.tissue = bad[i].tissue;
+        pgd_err e = PGD_ERR_INIT;
+        CU_ASSERT_EQUAL(pgd_synth_params_check(&p, &e), -1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, bad[i].expect));
+    }
+    free(a);
+    free(b);
+}
+
 /* Ultramnist: one digit is tiny (<= 26 design units: <= 3.3 pixels 8x below the fit size) and one is large,
  * whatever the slide size. */
 static void test_ultramnist_signal_small(void)
@@ -895,6 +957,7 @@ static const pgd_test_case cases[] = {
     {"write_error_sticky", test_write_error_sticky},
     {"glyphs_distinct", test_glyphs_distinct},
     {"panda_signal_small", test_panda_signal_small},
+    {"panda_density", test_panda_density},
     {"ultramnist_signal_small", test_ultramnist_signal_small},
     {"memory_independent_of_height", test_memory_independent_of_height},
     {"peak_rss_bounded", test_peak_rss_bounded},

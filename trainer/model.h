@@ -27,9 +27,11 @@ pgd_net *pgd_model_finish(pgd_net *net, uint64_t seed, pgd_err *err);
 
 /* The PatchGD head g over a Z-block [s, m, n]: Conv3x3(s -> width, stride 1, pad 1) + ReLU + BN +
  * Dropout2d(p), then 3 x [Conv3x3(width -> width, stride 2, pad 1) + ReLU + BN + Dropout2d(p)], flatten,
- * Linear -> classes. Tensor names "head.<i>.weight" in the order of the layers (as nn.Sequential numbers
- * them). Any grid m x n >= 1 and any class count. */
-pgd_net *pgd_model_head(pgd_backend *be, int s, int m, int n, int width, float dropout, int classes,
+ * Linear -> classes. With pool set, the three later convs keep stride 1 and a global average pool replaces
+ * the flatten: the head then sees no cell's position, only what the cells hold. Tensor names
+ * "head.<i>.weight" in the order of the layers (as nn.Sequential numbers them; head.16 is the flatten or the
+ * pool). Any grid m x n >= 1 and any class count. */
+pgd_net *pgd_model_head(pgd_backend *be, int s, int m, int n, int width, float dropout, int pool, int classes,
                         uint64_t seed, pgd_err *err);
 
 #endif

@@ -26,6 +26,7 @@ typedef struct pgd_run_opts {
     int64_t proj;           /* s: the backbone's output per patch (PatchGD) */
     int64_t classes;
     int64_t head_width;
+    int head_pool;          /* the head pools over the grid instead of flattening it */
     double dropout;         /* the head's Dropout2d */
     int64_t batch_size;     /* most images in a message (the sampler's batch_size) */
     int64_t max_patches;    /* most patches per backbone forward; 0: the largest message */

@@ -46,7 +46,7 @@ static int build_patchgd(pgd_run *r, const pgd_wire_header *h, int train, pgd_er
     if (!r->f)
         return -1;
     r->g = pgd_model_head(r->be, (int)r->o.proj, (int)h->grid_m, (int)h->grid_n, (int)r->o.head_width,
-                          (float)r->o.dropout, (int)r->o.classes, seed + 1, err);
+                          (float)r->o.dropout, (int)r->o.head_pool, (int)r->o.classes, seed + 1, err);
     if (!r->g || load_weights(r, err) != 0 || (train && make_optimizers(r, err) != 0))
         return -1;
     int largest = (int)(h->n_images * h->patches_per_image);

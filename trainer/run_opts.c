@@ -15,6 +15,8 @@ static const pgd_cfg_opt opts[] = {
     {"proj", PGD_CFG_INT, O(proj), "256", 1, 65536, NULL, "s: features per patch (PatchGD backbone output)", 0},
     {"classes", PGD_CFG_INT, O(classes), "6", 2, 100000, NULL, "number of classes", 0},
     {"head_width", PGD_CFG_INT, O(head_width), "256", 1, 65536, NULL, "channels of the PatchGD head's convs", 0},
+    {"head_pool", PGD_CFG_BOOL, O(head_pool), "no", 0, 0, NULL,
+     "the head's convs keep the grid and a global average pool replaces the flatten", 0},
     {"dropout", PGD_CFG_FLOAT, O(dropout), "0.2", 0, 0.95, NULL, "Dropout2d probability in the head", 0},
     {"batch_size", PGD_CFG_INT, O(batch_size), "1", 1, 4096, NULL,
      "images per batch: at least the sampler's batch_size", 0},
