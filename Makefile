@@ -4,6 +4,7 @@
 #   make asan       the same tests under AddressSanitizer + UBSan (build/asan)
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (clang)
 #   make bench      build the benchmarks (bench/README.md says how to run them)
+#   make gpu-check  on a machine with a CUDA GPU: every GPU test and the PyTorch comparisons (docs/gpu.md)
 #   make demo       the main job: synthesise slides, train PatchGD and GD on them, print a table
 #   make deps       install the Debian packages the project needs, when missing
 
@@ -44,6 +45,23 @@ endif
 endif
 CFLAGS += -DPGD_HAVE_CUDA=$(HAVE_CUDA)
 
+# --- CUDA sources (trainer/*.cu -> libpgd_trainer.a), only when CUDA was found ------------------------------
+# sm_80 (A100) and sm_90 (H100/H200) machine code, plus compute_90 PTX for newer GPUs. -fmad=false keeps our
+# kernels' float arithmetic the CPU reference's (no fused multiply-add): the optimizer matches it to the bit.
+# nvcc objects are never sanitized; SANITIZE=1 still links them.
+CUDA_SRC := $(wildcard trainer/*.cu)
+CUDA_OBJ :=
+ifeq ($(HAVE_CUDA),1)
+CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(CUDA_SRC))
+NVCC_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90
+NVCCFLAGS ?= -O2 -g -lineinfo
+NVCCFLAGS += -std=c++17 $(NVCC_ARCH) -fmad=false -Werror all-warnings \
+             -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter,-fno-strict-aliasing \
+             -D_GNU_SOURCE -DPGD_HAVE_CUDA=1 -I. -Icommon
+LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart -lstdc++
+endif
+
 # --- sources ----------------------------------------------------------------------------------------
 # common/*.c -> libpgd_common.a. For each process folder D: D/main.c is the pgd-D binary, D/X_main.c the
 # pgd-X binary (a tool living beside the process it serves), and every other D/*.c goes into libpgd_D.a.
@@ -61,16 +79,22 @@ BINS += $(foreach f,$(TOOL_SRC),$(BUILD)/pgd-$(patsubst %_main.c,%,$(notdir $(f)
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 TEST_UTIL := $(call obj,tests/cunit_util.c)
+GPU_TOOL_SRC := $(wildcard tests/gpu/*.c)
+GPU_TOOLS := $(patsubst tests/gpu/%.c,$(BUILD)/tests/gpu/%,$(GPU_TOOL_SRC))
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test check asan fuzz bench deps clean demo
+.PHONY: all test check asan fuzz bench deps clean demo gpu-check
 .SECONDARY:
-all: $(LIBS) $(BINS) $(TESTS) $(BENCHES)
+all: $(LIBS) $(BINS) $(TESTS) $(GPU_TOOLS) $(BENCHES)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $(@:.o=.d) -c $< -o $@
 
 $(BUILD)/libpgd_common.a: $(call obj,$(COMMON_SRC))
 	@rm -f $@
@@ -84,6 +108,7 @@ $(BUILD)/pgd-$(1): $(call obj,$(1)/main.c) $(LIBS)
 	$(CC) $(LDFLAGS) $$< $(LIBS) $(LDLIBS) -o $$@
 endef
 $(foreach d,$(PROCS),$(eval $(call proc_rules,$(d))))
+$(BUILD)/libpgd_trainer.a: $(CUDA_OBJ)
 define tool_rule
 $(BUILD)/pgd-$(patsubst %_main.c,%,$(notdir $(1))): $(call obj,$(1)) $(LIBS)
 	$(CC) $(LDFLAGS) $$< $(LIBS) $(LDLIBS) -o $$@
@@ -93,6 +118,11 @@ $(foreach f,$(TOOL_SRC),$(eval $(call tool_rule,$(f))))
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_UTIL) $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $< $(TEST_UTIL) $(LIBS) $(TEST_LDLIBS) $(LDLIBS) -o $@
+
+# The comparison programs of make gpu-check (docs/gpu.md); built everywhere so that they always compile.
+$(BUILD)/tests/gpu/%: $(BUILD)/obj/tests/gpu/%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(LIBS) $(LDLIBS) -o $@
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBS)
 	@mkdir -p $(dir $@)
@@ -114,6 +144,11 @@ asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan SANITIZE=1 check
 
 bench: all
+
+# Every GPU check in one command (docs/gpu.md): the GPU op suite, the allocator suite and the PyTorch
+# comparisons. Fails when the build has no CUDA or the machine no CUDA device: it is the explicit GPU command.
+gpu-check: all
+	@HAVE_CUDA=$(HAVE_CUDA) bash tests/gpu/check.sh $(BUILD)
 
 # The main job: synthetic slides, PatchGD and GD trained and evaluated, a table (launch/demo.sh).
 demo: deps

@@ -54,3 +54,10 @@ int pgd_backend_error(const pgd_backend *be, pgd_err *err)
         memcpy(err, &be->err, sizeof *err);
     return -1;
 }
+
+void pgd_backend_mem_stats(pgd_backend *be, pgd_mem_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    if (be && be->ops->mem_stats)
+        be->ops->mem_stats(be, st);
+}

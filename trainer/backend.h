@@ -65,6 +65,20 @@ typedef struct pgd_sgd_hp {
     int64_t step;           /* 1 for the first update: the momentum buffer starts as the gradient, as in PyTorch */
 } pgd_sgd_hp;
 
+/* Memory counters of a backend (pgd_backend_mem_stats). The CUDA backend reports its caching allocator, whose
+ * blocks are rounded up to size classes; the CPU backend reports the bytes malloc gave its alloc calls. */
+typedef struct pgd_mem_stats {
+    size_t budget;          /* the cap on reserved bytes, 0 when there is none */
+    size_t in_use;          /* bytes of live allocations (as reserved) */
+    size_t cached;          /* bytes of freed blocks kept for reuse */
+    size_t peak_in_use;     /* high-water mark of in_use */
+    size_t peak_reserved;   /* high-water mark of in_use + cached: what the device had to hold */
+    uint64_t allocs;        /* alloc calls served */
+    uint64_t reuses;        /* ... of which from the cache */
+    uint64_t raw_allocs;    /* allocations taken from the device (or malloc) */
+    uint64_t failures;      /* requests refused (over budget or out of memory) */
+} pgd_mem_stats;
+
 typedef struct pgd_backend_ops {
     const char *name;       /* "cpu", "cuda" */
 
@@ -173,6 +187,9 @@ typedef struct pgd_backend_ops {
     /* --- lifetime ------------------------------------------------------------------------------------- */
     /* Releases be->impl and everything the backend holds, then be itself; called by pgd_backend_free. */
     void (*destroy)(pgd_backend *be);
+
+    /* --- memory counters (may be NULL: pgd_backend_mem_stats then reports zeros) ---------------------- */
+    void (*mem_stats)(pgd_backend *be, pgd_mem_stats *st);
 } pgd_backend_ops;
 
 struct pgd_backend {
@@ -184,6 +201,21 @@ struct pgd_backend {
 
 /* The CPU reference backend (im2col + OpenBLAS sgemm). threads <= 0: all online CPUs. */
 pgd_backend *pgd_backend_cpu_new(int threads, pgd_err *err);
+
+/* The CUDA backend (cuDNN + cuBLAS + its own kernels) on CUDA device `device`, with a caching allocator
+ * capped at mem_budget_gb GiB of device memory (<= 0: no cap beyond the device's). Every device allocation of
+ * the backend (tensors, cuDNN and cuBLAS workspaces) comes from that allocator. NULL with err set when the
+ * build has no CUDA (PGD_HAVE_CUDA=0), there is no such device, or the libraries fail to start. Environment:
+ * PGD_CUDA_SYNC=1 synchronises and checks for errors after every op (slow; for finding a failing kernel).
+ * docs/gpu.md has the details. */
+pgd_backend *pgd_backend_cuda_new(int device, double mem_budget_gb, pgd_err *err);
+
+/* The number of usable CUDA devices (> 0), or 0 with a reason in why (no CUDA in this build, no driver, no
+ * device). Never fails otherwise; tests use it to decide whether to skip. */
+int pgd_cuda_device_count(char *why, size_t why_len);
+
+/* The backend's memory counters (zeros for a backend without them). */
+void pgd_backend_mem_stats(pgd_backend *be, pgd_mem_stats *st);
 
 /* Frees the backend and sets *be to NULL (NULL is fine). */
 void pgd_backend_free(pgd_backend **be);

@@ -1,10 +1,18 @@
 /* cpu_backend.c: the CPU reference backend: its op table, host memory ops and the conv scratch buffer. */
 #include <cblas.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "trainer/cpu_int.h"
+
+/* be->impl: the state the op files share (first, so be->impl is also a pgd_cpu_impl *) and the counters of
+ * pgd_backend_mem_stats, which only this file uses. */
+typedef struct cpu_state {
+    pgd_cpu_impl base;
+    pgd_mem_stats mem;
+} cpu_state;
 
 /* No host has this much memory: refuse before asking malloc (a sanitizer would abort instead of failing). */
 #define CPU_MAX_ALLOC ((size_t)1 << 40)
@@ -19,14 +27,33 @@ static void *cpu_alloc(pgd_backend *be, size_t bytes)
         return NULL;
     }
     void *p = calloc(1, bytes ? bytes : 1);
-    if (!p)
+    cpu_state *impl = be->impl;
+    if (!p) {
+        impl->mem.failures++;
         pgd_backend_fail(be, PGD_ENOMEM, "cpu alloc of %zu bytes", bytes);
+        return NULL;
+    }
+    /* The counters use what malloc really reserved, so free can subtract the same amount. */
+    impl->mem.in_use += malloc_usable_size(p);
+    impl->mem.allocs++;
+    impl->mem.raw_allocs++;
+    if (impl->mem.in_use > impl->mem.peak_in_use)
+        impl->mem.peak_in_use = impl->mem.peak_reserved = impl->mem.in_use;
     return p;
 }
 
 static void cpu_free(pgd_backend *be, void *p)
 {
+    cpu_state *impl = be->impl;
+    if (p)
+        impl->mem.in_use -= malloc_usable_size(p);
     free(p);
+}
+
+static void cpu_mem_stats(pgd_backend *be, pgd_mem_stats *st)
+{
+    cpu_state *impl = be->impl;
+    *st = impl->mem;
 }
 
 static void cpu_copy(pgd_backend *be, void *dst, const void *src, size_t bytes)
@@ -112,12 +139,13 @@ static const pgd_backend_ops cpu_ops = {
     .z_scatter = pgd_cpu_z_scatter,
     .z_gather = pgd_cpu_z_gather,
     .destroy = cpu_destroy,
+    .mem_stats = cpu_mem_stats,
 };
 
 pgd_backend *pgd_backend_cpu_new(int threads, pgd_err *err)
 {
     pgd_backend *be = calloc(1, sizeof *be);
-    pgd_cpu_impl *impl = calloc(1, sizeof *impl);
+    cpu_state *impl = calloc(1, sizeof *impl);
     if (!be || !impl) {
         free(be);
         free(impl);
