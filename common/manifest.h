@@ -3,6 +3,7 @@
 #define PGD_MANIFEST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "err.h"
 
@@ -54,5 +55,20 @@ int pgd_manifest_id_ok(const char *id);
 
 /* "panda" or "plain". */
 const char *pgd_manifest_kind_name(pgd_manifest_kind kind);
+
+/* --- splits and subsets (manifest_split.c) --- */
+
+/* Seeded k-fold assignment: fold[i] in 0..k-1 for entry i. Labeled manifests are stratified: the entries of
+ * each label (ascending) are shuffled with a stream split from the seed by label, then dealt round-robin to
+ * the folds, the deal going on from one label to the next; so every fold holds within one entry of count / k
+ * and of each label's share. Unlabeled manifests: one seeded shuffle dealt the same way. The result depends
+ * only on (entries in file order, labels, k, seed). k must be 2..count (PGD_EINVAL otherwise). */
+int pgd_manifest_kfold(const pgd_manifest *m, int k, uint64_t seed, int *fold, pgd_err *err);
+
+/* Write the entries with keep[i] != 0 (keep NULL: all), in file order, as a manifest CSV that loads back to
+ * the same entries: PANDA: image_id then isup_grade, data_provider, gleason_score where the source had them
+ * (slide paths then come from the reader's slide_dir and ext again); plain: path[,label],id with the resolved
+ * paths. Fields are quoted when they need it. Written to a temporary file and renamed over path. */
+int pgd_manifest_write(const pgd_manifest *m, const unsigned char *keep, const char *path, pgd_err *err);
 
 #endif

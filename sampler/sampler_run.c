@@ -79,8 +79,17 @@ static int round_work(pgd_sampler *s)
     }
     if (pgd_sampler_dispatch(s) != 0 || pgd_sampler_emit(s) != 0)
         return -1;
-    if (s->sched_done && s->used == 0)
+    if (s->sched_done && s->used == 0) {
+        /* every message may have been skipped (each image failed) before the consumer connected: END must
+         * still reach it, or it waits for a stream that never comes */
+        if (s->have_consumer)
+            return 1;
+        if (pgd_clock_ms() - s->started_ms <= s->o.consumer_timeout_ms)
+            return 0;
+        pgd_warn("the stream is complete but no consumer connected within %lld ms: END goes to nobody",
+                 (long long)s->o.consumer_timeout_ms);
         return 1;
+    }
     /* emitting frees slots: refill and dispatch at once rather than after the next poll */
     if (pgd_sampler_fill(s, &e) != 0) {
         snprintf(s->reason, sizeof s->reason, "schedule: %s", e.msg);

@@ -81,8 +81,8 @@ graph e1 2 "$fit --mode eval" "${model[@]}" --weights "$tmp/t1/model.safetensors
 grep -q '"phase":"eval","epoch":0,"images":6' "$tmp/e1/metrics.jsonl" || { cat "$tmp/e1/metrics.jsonl"; fail "eval line"; }
 graph i1 2 "$fit --mode infer" "${model[@]}" --weights "$tmp/t1/model.safetensors" --zstore "$zs.i" --zstore-keep yes \
   --manifest "$tmp/s/train.csv" --z-export "$tmp/i1/z" --z-heatmap "$tmp/i1/png"
-[ "$(head -1 "$tmp/i1/predictions.csv")" = "image_id,predicted,p0,p1,p2,p3,p4,p5,status" ] || fail "predictions header"
-[ "$(grep -c ',ok$' "$tmp/i1/predictions.csv")" = 6 ] || { cat "$tmp/i1/predictions.csv"; fail "6 predictions"; }
+[ "$(head -1 "$tmp/i1/predictions.csv")" = "image_id,predicted,p0,p1,p2,p3,p4,p5,status,reason" ] || fail "predictions header"
+[ "$(grep -c ',ok,$' "$tmp/i1/predictions.csv")" = 6 ] || { cat "$tmp/i1/predictions.csv"; fail "6 predictions"; }
 cut -d, -f1 "$tmp/i1/predictions.csv" | tail -n +2 | sort | diff - <(tail -n +2 "$tmp/s/train.csv" | cut -d, -f1 | sort) \
   >/dev/null || fail "predictions are not one per slide"
 # Z of every slide: kept in the segment (6 slots, one per slide, with its id) and written as files
@@ -107,7 +107,7 @@ manifest=$tmp/c/train.csv graph c1 2 "--fit-size 256 --patch 64 --batch-size 3 -
   "${model[@]}" --batch-size 3 --weights "$tmp/t1/model.safetensors"
 grep -q '^panda_00001	' "$tmp/c1.run/errors.tsv" 2>/dev/null || grep -q 'panda_00001' "$tmp/c1.sampler.log" \
   || fail "the corrupt slide is not reported"
-[ "$(grep -c ',ok$' "$tmp/c1/predictions.csv")" = 5 ] || { cat "$tmp/c1/predictions.csv"; fail "5 predictions"; }
+[ "$(grep -c ',ok,$' "$tmp/c1/predictions.csv")" = 5 ] || { cat "$tmp/c1/predictions.csv"; fail "5 predictions"; }
 ! grep -q '^panda_00001,' "$tmp/c1/predictions.csv" || fail "a prediction for the corrupt slide"
 [ "$(cut -d, -f1 "$tmp/c1/predictions.csv" | sort -u | wc -l)" = 6 ] || fail "a slide predicted twice"
 unset manifest

@@ -269,6 +269,118 @@ static void test_id_rules(void)
     CU_ASSERT_STRING_EQUAL(pgd_manifest_kind_name(PGD_MANIFEST_PLAIN), "plain");
 }
 
+/* A PANDA set of n rows, label i % 6 except the first 7 rows, which all take label 5 (uneven classes). */
+static pgd_manifest *panda_set(int n)
+{
+    size_t cap = (size_t)n * 64 + 64, len = 0;
+    char *text = malloc(cap);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    len += (size_t)snprintf(text, cap, "image_id,isup_grade,data_provider\n");
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(text + len, cap - len, "s%03d,%d,%s\n", i, i < 7 ? 5 : i % 6, i % 2 ? "\"a,b\"" : "r");
+    pgd_manifest *m = NULL;
+    pgd_err err = PGD_ERR_INIT;
+    CU_ASSERT_EQUAL(pgd_manifest_load_text(&m, "k.csv", text, len, "/s", ".tiff", &err), 0);
+    free(text);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    return m;
+}
+
+static void test_kfold(void)
+{
+    pgd_manifest *m = panda_set(53);
+    pgd_err err = PGD_ERR_INIT;
+    int fold[53], again[53], other[53];
+    CU_ASSERT_EQUAL_FATAL(pgd_manifest_kfold(m, 5, 42, fold, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(pgd_manifest_kfold(m, 5, 42, again, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(pgd_manifest_kfold(m, 5, 43, other, &err), 0);
+    CU_ASSERT_EQUAL(memcmp(fold, again, sizeof fold), 0); /* the same seed, the same split */
+    CU_ASSERT_NOT_EQUAL(memcmp(fold, other, sizeof fold), 0);
+    int per_fold[5] = {0}, per_label[6][5] = {{0}}, label_n[6] = {0};
+    for (int i = 0; i < 53; i++) {
+        CU_ASSERT_FATAL(fold[i] >= 0 && fold[i] < 5);
+        per_fold[fold[i]]++;
+        per_label[m->entries[i].label][fold[i]]++;
+        label_n[m->entries[i].label]++;
+    }
+    for (int f = 0; f < 5; f++) /* 53 / 5: every fold 10 or 11 */
+        CU_ASSERT(per_fold[f] == 10 || per_fold[f] == 11);
+    for (int l = 0; l < 6; l++) /* stratified: each label within one of its share in every fold */
+        for (int f = 0; f < 5; f++)
+            CU_ASSERT(per_label[l][f] >= label_n[l] / 5 && per_label[l][f] <= (label_n[l] + 4) / 5);
+    /* not the file order dealt out: the first fold is not rows 0, 5, 10, ... */
+    int dealt = 1;
+    for (int i = 0; i < 53; i++)
+        dealt &= fold[i] == i % 5;
+    CU_ASSERT_FALSE(dealt);
+    CU_ASSERT_EQUAL(pgd_manifest_kfold(m, 1, 42, fold, &err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "folds: 1 folds of 53 images"));
+    pgd_err_clear(&err);
+    CU_ASSERT_EQUAL(pgd_manifest_kfold(m, 54, 42, fold, &err), -1);
+    pgd_manifest_free(&m);
+
+    /* unlabeled: a plain shuffle dealt the same way */
+    const char *text = "image_id\na\nb\nc\nd\ne\n";
+    CU_ASSERT_EQUAL_FATAL(pgd_manifest_load_text(&m, "u.csv", text, strlen(text), "/s", "", &err), 0);
+    int uf[5], count[2] = {0};
+    CU_ASSERT_EQUAL_FATAL(pgd_manifest_kfold(m, 2, 1, uf, &err), 0);
+    for (int i = 0; i < 5; i++)
+        count[uf[i]]++;
+    CU_ASSERT(count[0] == 3 && count[1] == 2);
+    pgd_manifest_free(&m);
+}
+
+/* Every entry of a and b equal, in order. */
+static void expect_same_entries(const pgd_manifest *a, const pgd_manifest *b, const unsigned char *keep)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < a->count; i++) {
+        if (keep && !keep[i])
+            continue;
+        CU_ASSERT_FATAL(j < b->count);
+        const pgd_manifest_entry *x = &a->entries[i], *y = &b->entries[j++];
+        CU_ASSERT_STRING_EQUAL(x->id, y->id);
+        CU_ASSERT_STRING_EQUAL(x->path, y->path);
+        CU_ASSERT_EQUAL(x->label, y->label);
+        CU_ASSERT((x->provider == NULL) == (y->provider == NULL));
+        if (x->provider && y->provider)
+            CU_ASSERT_STRING_EQUAL(x->provider, y->provider);
+    }
+    CU_ASSERT_EQUAL(j, b->count);
+    CU_ASSERT_EQUAL(a->kind, b->kind);
+    CU_ASSERT_EQUAL(a->labeled, b->labeled);
+}
+
+static void test_write(void)
+{
+    pgd_manifest *m = panda_set(20), *back = NULL;
+    pgd_err err = PGD_ERR_INIT;
+    unsigned char keep[20];
+    for (int i = 0; i < 20; i++)
+        keep[i] = i % 3 != 0;
+    const char *path = pgd_test_path("sub.csv");
+    CU_ASSERT_EQUAL_FATAL(pgd_manifest_write(m, keep, path, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(pgd_manifest_load(&back, path, "/s", ".tiff", &err), 0);
+    expect_same_entries(m, back, keep); /* "a,b" providers quoted and read back */
+    pgd_manifest_free(&back);
+    pgd_manifest_free(&m);
+
+    /* plain, quoted path and id, relative paths written absolute */
+    const char *text = "path,label,id\n/x/a.svs,2,a\n\"/y/b,c.svs\",0,\"b c\"\n";
+    CU_ASSERT_EQUAL_FATAL(pgd_manifest_load_text(&m, "p.csv", text, strlen(text), NULL, NULL, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(pgd_manifest_write(m, NULL, path, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(pgd_manifest_load(&back, path, NULL, NULL, &err), 0);
+    expect_same_entries(m, back, NULL);
+    pgd_manifest_free(&back);
+    pgd_manifest_free(&m);
+
+    /* a folder that does not exist: the error names the file */
+    CU_ASSERT_EQUAL_FATAL(pgd_manifest_load_text(&m, "p.csv", text, strlen(text), NULL, NULL, &err), 0);
+    CU_ASSERT_EQUAL(pgd_manifest_write(m, NULL, "/nonexistent-dir/x.csv", &err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "/nonexistent-dir/x.csv"));
+    pgd_manifest_free(&m);
+}
+
 static const pgd_test_case cases[] = {
     {"good", test_good},
     {"bad", test_bad},
@@ -276,6 +388,8 @@ static const pgd_test_case cases[] = {
     {"missing_file", test_missing_file},
     {"large", test_large},
     {"id_rules", test_id_rules},
+    {"kfold", test_kfold},
+    {"write", test_write},
     {NULL, NULL},
 };
 

@@ -195,12 +195,16 @@ static int on_batch(pgd_run *r, const pgd_wire_msg *m, pgd_err *err)
     int rc = r->pg ? (map_images(r, m, err) == 0 ? on_patchgd(r, m, err) : -1) : on_gd(r, m, err);
     if (rc != 0)
         return -1;
+    r->stream_flags = h->flags;
+    if (h->flags & PGD_WIRE_FLAG_BATCH_END)
+        pgd_run_progress(r, h);
     if ((h->flags & PGD_WIRE_FLAG_BATCH_END) && r->o.log_every > 0 && (h->batch + 1) % r->o.log_every == 0)
         pgd_info("%s epoch %u batch %u: %lld images, loss %.4f, %.2f images/s", phase_name(h->flags), h->epoch,
                  h->batch + 1, (long long)r->tally.images,
                  r->tally.losses ? r->tally.loss_sum / (double)r->tally.losses : 0.0,
                  r->tally.images / (pgd_clock_s() - r->tally.t0 + 1e-9));
     if (h->flags & PGD_WIRE_FLAG_EPOCH_END) {
+        pgd_run_progress_end(r);
         pgd_run_report(r, phase_name(h->flags), h->epoch);
         if ((h->flags & PGD_WIRE_FLAG_INNER) && pgd_run_checkpoint(r, h->epoch + 1, err) != 0)
             return -1;
@@ -296,8 +300,15 @@ static int run(pgd_run *r, pgd_err *err)
     int rc = consume(r, rx, sigfd, err);
     pgd_sigpipe_restore();
     pgd_batch_rx_close(&rx);
+    pgd_run_progress_end(r);
+    int infer = (r->stream_flags & PGD_WIRE_FLAG_INFER) != 0, eval = (r->stream_flags & PGD_WIRE_FLAG_EVAL) != 0;
+    if (rc == 1 && !r->opt_f && (infer || !r->built) && pgd_run_error_rows(r, err) != 0)
+        return -1;
     if (rc == 1 && r->tally.images > 0) /* eval / infer: one pass, reported at the end */
-        pgd_run_report(r, r->opt_f ? "train" : (r->predictions ? "infer" : "eval"), r->epoch);
+        pgd_run_report(r, r->opt_f ? "train" : infer ? "infer" : "eval", r->epoch);
+    if (rc == 1 && eval && r->eval_reported &&
+        pgd_run_best(r, r->o.report_epoch >= 0 ? (uint32_t)r->o.report_epoch : r->epoch, err) != 0)
+        return -1;
     if (rc == 1 && !r->built)
         pgd_warn("the stream ended without a single BATCH");
     return rc == 1 ? 0 : rc == 2 ? 1 : -1;

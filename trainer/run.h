@@ -8,6 +8,7 @@
 #include "config.h"
 #include "err.h"
 #include "metrics.h"
+#include "progress.h"
 #include "sampler/batch_rx.h"
 #include "trainer/gd.h"
 #include "trainer/net.h"
@@ -17,6 +18,7 @@
 
 enum { PGD_METHOD_PATCHGD = 0, PGD_METHOD_GD = 1 };
 enum { PGD_FILL_TRAIN = 0, PGD_FILL_EVAL = 1 };
+enum { PGD_DEVICE_CPU = 0, PGD_DEVICE_CUDA = 1 };
 
 /* Every key of docs/trainer.md ("pgd-trainer run"). */
 typedef struct pgd_run_opts {
@@ -38,6 +40,9 @@ typedef struct pgd_run_opts {
     char *manifest;         /* counted for the learning-rate schedule (optional) */
     int drop_last;
     int64_t seed, threads, credit;
+    int device;             /* PGD_DEVICE_: the compute backend */
+    int64_t gpu;            /* CUDA device index */
+    double gpu_mem_gb;      /* cap on the CUDA backend's device memory, GiB (0: the device's) */
     char *weights;          /* initial weights (safetensors), or the model to evaluate */
     char *skip;             /* tensor-name prefix not loaded from weights ("fc.") */
     char *run_dir;          /* metrics.jsonl, model.safetensors, state.safetensors, predictions.csv */
@@ -51,7 +56,17 @@ typedef struct pgd_run_opts {
     char *z_export;         /* infer: DIR/<image_id>.npy per slide */
     char *z_heatmap;        /* infer: DIR/<image_id>.png per slide */
     char *resume;           /* a run folder with model.safetensors + state.safetensors to continue from */
+    char *metrics;          /* the metrics file (default RUN_DIR/metrics.jsonl), appended */
+    char *predictions_path; /* infer: the predictions file (default RUN_DIR/predictions.csv), appended */
+    int64_t report_epoch;   /* eval / infer: the epoch their metrics line names; -1: the stream's */
+    char *tensorboard;      /* DIR: every metrics line also as TensorBoard scalars in DIR */
+    char *best;             /* eval: DIR/best.safetensors + best.json when this pass's QWK is the best yet */
+    char *errors;           /* infer: the sampler's errors.tsv, turned into status=error rows at the end */
+    int progress;           /* PGD_PROGRESS_OPT_: a bar on a terminal, lines otherwise */
+    int64_t progress_s;     /* seconds between progress lines (not on a terminal) */
 } pgd_run_opts;
+
+enum { PGD_PROGRESS_OPT_AUTO = 0, PGD_PROGRESS_OPT_BAR, PGD_PROGRESS_OPT_LINES, PGD_PROGRESS_OPT_NO };
 
 const pgd_cfg_opt *pgd_run_options(void);
 
@@ -88,6 +103,13 @@ typedef struct pgd_run {
     int32_t *labels;
     pgd_run_tally tally;
     FILE *metrics, *predictions;
+    struct pgd_tfevents *tb;   /* tensorboard writer, or NULL */
+    pgd_progress prog;         /* the progress bar or lines of the current pass */
+    int prog_started;
+    int64_t prog_done;         /* batches (train) or images (eval, infer) of the pass so far */
+    int eval_reported;         /* an eval metrics line was written (the best checkpoint compares it) */
+    uint32_t stream_flags;     /* the flags of the last BATCH (train, eval or infer stream) */
+    double last_loss, last_acc, last_qwk; /* the last metrics line's values (NaN: undefined) */
     int stop;               /* a signal asked to stop */
     /* Z mirrored to the zstore and to files (run_z.c) */
     pgd_zstore *zs;
@@ -135,6 +157,21 @@ int pgd_run_predictions(pgd_run *r, int images, pgd_err *err);
 /* At the end of a train epoch: model.safetensors (with the counters a resume needs in its metadata) and,
  * when training, state.safetensors; next_epoch is where a resumed stream starts (batch 0). */
 int pgd_run_checkpoint(pgd_run *r, uint32_t next_epoch, pgd_err *err);
+
+/* run_report.c: TensorBoard scalars of a metrics line, the best checkpoint by validation QWK, status=error rows of
+ * an inference for the slides the sampler could not read, progress. */
+int pgd_run_board(pgd_run *r, const char *phase, uint32_t epoch, double images_per_s, double data_wait,
+                  pgd_err *err);
+int pgd_run_best(pgd_run *r, uint32_t epoch, pgd_err *err);
+int pgd_run_error_rows(pgd_run *r, pgd_err *err);
+/* Opens predictions.csv for appending (the header when it is empty); a no-op when open or without a path. */
+int pgd_run_predictions_open(pgd_run *r, pgd_err *err);
+/* At an image batch end: advance the progress of the pass (its epoch, phase and the batch's images). */
+void pgd_run_progress(pgd_run *r, const pgd_wire_header *h);
+void pgd_run_progress_end(pgd_run *r);
+
+/* run_tools.c: `pgd-trainer kfold|pending|scan|state`: the launchers' helpers (argv[0] is the command). */
+int pgd_run_tool_main(int argc, char **argv);
 
 /* run_resume.c: `resume RUN_DIR`: the files are there (before anything runs); after the build, load the model,
  * the optimizer moments and the counters. */

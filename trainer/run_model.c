@@ -90,7 +90,8 @@ int pgd_run_build(pgd_run *r, const pgd_wire_header *h, pgd_err *err)
         return pgd_fail(err, PGD_EINVAL, "a message has %u images, more than batch_size %zu", h->n_images, B);
     if (h->channels < 1 || h->channels > 4)
         return pgd_fail(err, PGD_EINVAL, "patches with %u channels (1..4 are supported)", h->channels);
-    r->be = pgd_backend_cpu_new((int)r->o.threads, err);
+    r->be = r->o.device == PGD_DEVICE_CUDA ? pgd_backend_cuda_new((int)r->o.gpu, r->o.gpu_mem_gb, err)
+                                           : pgd_backend_cpu_new((int)r->o.threads, err);
     if (!r->be)
         return -1;
     int rc = r->o.method == PGD_METHOD_GD ? build_gd(r, h, train, err) : build_patchgd(r, h, train, err);

@@ -38,6 +38,10 @@ static const pgd_cfg_opt opts[] = {
     {"drop_last", PGD_CFG_BOOL, O(drop_last), "no", 0, 0, NULL, "the sampler drops a last short batch", 0},
     {"seed", PGD_CFG_INT, O(seed), "0", 0, 9007199254740992.0, NULL, "weights and dropout seed", 0},
     {"threads", PGD_CFG_INT, O(threads), "0", 0, 1024, NULL, "CPU threads (0: all)", 0},
+    {"device", PGD_CFG_ENUM, O(device), "cpu", 0, 0, "cpu|cuda", "compute backend (docs/gpu.md)", 0},
+    {"gpu", PGD_CFG_INT, O(gpu), "0", 0, 1024, NULL, "CUDA device index", 0},
+    {"gpu_mem_gb", PGD_CFG_FLOAT, O(gpu_mem_gb), "0", 0, 1e6, NULL,
+     "cap on the CUDA backend's device memory in GiB (0: the device's)", 0},
     {"credit", PGD_CFG_INT, O(credit), "2", 1, 1024, NULL, "BATCH messages asked for ahead", 0},
     {"weights", PGD_CFG_STRING, O(weights), NULL, 0, 0, NULL,
      "safetensors to start from (training) or to evaluate with", 0},
@@ -66,6 +70,24 @@ static const pgd_cfg_opt opts[] = {
     {"resume", PGD_CFG_STRING, O(resume), NULL, 0, 0, NULL,
      "continue the training saved in RUN_DIR (model.safetensors + state.safetensors); start the sampler at the "
      "epoch it names", 0},
+    {"metrics", PGD_CFG_STRING, O(metrics), NULL, 0, 0, NULL,
+     "the metrics file, appended (default RUN_DIR/metrics.jsonl)", 0},
+    {"predictions", PGD_CFG_STRING, O(predictions_path), NULL, 0, 0, NULL,
+     "infer: the predictions file, appended (default RUN_DIR/predictions.csv)", 0},
+    {"report_epoch", PGD_CFG_INT, O(report_epoch), "-1", -1, 1000000, NULL,
+     "eval / infer: the epoch their metrics line names (a launcher's validation of a training epoch); -1: the "
+     "stream's", 0},
+    {"tensorboard", PGD_CFG_STRING, O(tensorboard), NULL, 0, 0, NULL,
+     "every metrics line also as TensorBoard scalars PHASE/KEY at step = epoch, appended to DIR/"
+     "events.out.tfevents.0.pgd", 0},
+    {"best", PGD_CFG_STRING, O(best), NULL, 0, 0, NULL,
+     "eval with weights: copy them to DIR/best.safetensors (and DIR/best.json) when the pass's QWK beats "
+     "DIR/best.json's", 0},
+    {"errors", PGD_CFG_STRING, O(errors), NULL, 0, 0, NULL,
+     "infer: the sampler's errors.tsv; at the end of the stream each slide in it gets a status=error row", 0},
+    {"progress", PGD_CFG_ENUM, O(progress), "auto", 0, 0, "auto|bar|lines|no",
+     "progress on stdout: a bar (auto: when stdout is a terminal) or a line every progress_s seconds", 0},
+    {"progress_s", PGD_CFG_INT, O(progress_s), "30", 1, 86400, NULL, "seconds between progress lines", 0},
     {NULL},
 };
 

@@ -9,6 +9,7 @@
 #include "clock.h"
 #include "json.h"
 #include "log.h"
+#include "tfevents.h"
 #include "trainer/ckpt.h"
 #include "trainer/run.h"
 
@@ -22,14 +23,21 @@ static int path_in(char *buf, size_t cap, const pgd_run *r, const char *name, pg
 int pgd_run_out_open(pgd_run *r, pgd_err *err)
 {
     char path[4200];
-    if (!r->o.run_dir)
-        return 0;
-    if (mkdir(r->o.run_dir, 0755) != 0 && errno != EEXIST)
-        return pgd_fail_errno(err, PGD_EIO, "run_dir: mkdir %s", r->o.run_dir);
-    if (path_in(path, sizeof path, r, "trainer.conf", err) != 0 ||
-        pgd_cfg_save(pgd_run_options(), &r->o, path, err) != 0)
+    r->last_loss = r->last_acc = r->last_qwk = NAN;
+    if (r->o.run_dir) {
+        if (mkdir(r->o.run_dir, 0755) != 0 && errno != EEXIST)
+            return pgd_fail_errno(err, PGD_EIO, "run_dir: mkdir %s", r->o.run_dir);
+        if (path_in(path, sizeof path, r, "trainer.conf", err) != 0 ||
+            pgd_cfg_save(pgd_run_options(), &r->o, path, err) != 0)
+            return -1;
+    }
+    if (r->o.tensorboard && !(r->tb = pgd_tfevents_open(r->o.tensorboard, err)))
         return -1;
-    if (path_in(path, sizeof path, r, "metrics.jsonl", err) != 0)
+    if (r->o.metrics)
+        snprintf(path, sizeof path, "%s", r->o.metrics);
+    else if (!r->o.run_dir)
+        return 0;
+    else if (path_in(path, sizeof path, r, "metrics.jsonl", err) != 0)
         return -1;
     if (!(r->metrics = fopen(path, "a")))
         return pgd_fail_errno(err, PGD_EIO, "open %s", path);
@@ -43,6 +51,7 @@ void pgd_run_out_close(pgd_run *r)
     if (r->predictions)
         fclose(r->predictions);
     r->metrics = r->predictions = NULL;
+    pgd_tfevents_close(&r->tb);
 }
 
 void pgd_run_tally_reset(pgd_run_tally *t)
@@ -78,6 +87,15 @@ void pgd_run_report(pgd_run *r, const char *phase, uint32_t epoch)
     double loss = t->losses ? t->loss_sum / (double)t->losses : NAN;
     double acc = pgd_metric_accuracy(&t->conf), qwk = pgd_metric_qwk(&t->conf);
     double ips = secs > 0 ? (double)t->images / secs : 0, wait = secs > 0 ? t->wait_s / secs : 0;
+    if (strcmp(phase, "train") != 0 && r->o.report_epoch >= 0)
+        epoch = (uint32_t)r->o.report_epoch;
+    r->last_loss = loss, r->last_acc = acc, r->last_qwk = qwk;
+    r->eval_reported |= strcmp(phase, "eval") == 0;
+    pgd_err e = PGD_ERR_INIT;
+    if (pgd_run_board(r, phase, epoch, ips, wait, &e) != 0) {
+        pgd_log_err(&e);
+        pgd_tfevents_close(&r->tb); /* once: the metrics line still goes out */
+    }
     pgd_info("%s epoch %u: loss %.4f, accuracy %.4f, qwk %.4f, %lld images in %.1f s (%.2f images/s), data wait %.1f%%",
              phase, epoch, loss, acc, qwk, (long long)t->images, secs, ips, 100.0 * wait);
     if (!r->metrics)
@@ -90,35 +108,56 @@ void pgd_run_report(pgd_run *r, const char *phase, uint32_t epoch)
     put_number(r->metrics, "images_per_s", ips);
     put_number(r->metrics, "data_wait", wait);
     put_number(r->metrics, "peak_rss_mb", peak_rss_mb());
+    if (r->be) { /* what the backend's memory reached: device memory on a GPU */
+        pgd_mem_stats st;
+        pgd_backend_mem_stats(r->be, &st);
+        put_number(r->metrics, "backend_peak_mb", (double)st.peak_reserved / (1024.0 * 1024.0));
+    }
     fprintf(r->metrics, ",\"confusion\":");
     pgd_confusion_json(r->metrics, &t->conf);
     fprintf(r->metrics, "}\n");
     fflush(r->metrics);
 }
 
+int pgd_run_predictions_open(pgd_run *r, pgd_err *err)
+{
+    char path[4200];
+    if (r->predictions)
+        return 0;
+    if (r->o.predictions_path)
+        snprintf(path, sizeof path, "%s", r->o.predictions_path);
+    else if (!r->o.run_dir)
+        return 0;
+    else if (path_in(path, sizeof path, r, "predictions.csv", err) != 0)
+        return -1;
+    if (!(r->predictions = fopen(path, "a")))
+        return pgd_fail_errno(err, PGD_EIO, "open %s", path);
+    /* a new file gets the header; a rerun appends below the rows it kept */
+    if (fseek(r->predictions, 0, SEEK_END) == 0 && ftell(r->predictions) == 0) {
+        fprintf(r->predictions, "image_id,predicted");
+        for (int k = 0; k < r->o.classes; k++)
+            fprintf(r->predictions, ",p%d", k);
+        fprintf(r->predictions, ",status,reason\n");
+    }
+    if (fflush(r->predictions) != 0)
+        return pgd_fail_errno(err, PGD_EIO, "write %s", path);
+    return 0;
+}
+
 int pgd_run_predictions(pgd_run *r, int images, pgd_err *err)
 {
     int classes = r->tally.conf.k;
-    if (!r->predictions) {
-        char path[4200];
-        if (!r->o.run_dir)
-            return 0;
-        if (path_in(path, sizeof path, r, "predictions.csv", err) != 0)
-            return -1;
-        if (!(r->predictions = fopen(path, "w")))
-            return pgd_fail_errno(err, PGD_EIO, "open %s", path);
-        fprintf(r->predictions, "image_id,predicted");
-        for (int k = 0; k < classes; k++)
-            fprintf(r->predictions, ",p%d", k);
-        fprintf(r->predictions, ",status\n");
-    }
+    if (pgd_run_predictions_open(r, err) != 0)
+        return -1;
+    if (!r->predictions)
+        return 0;
     for (int i = 0; i < images; i++) {
         const float *p = r->probs + (size_t)i * classes;
         int best = pgd_run_argmax(p, classes);
         fprintf(r->predictions, "%s,%d", r->slot_id[i], best);
         for (int k = 0; k < classes; k++)
             fprintf(r->predictions, ",%.6f", p[k]);
-        fprintf(r->predictions, ",ok\n");
+        fprintf(r->predictions, ",ok,\n");
     }
     if (fflush(r->predictions) != 0)
         return pgd_fail_errno(err, PGD_EIO, "write predictions.csv");
