@@ -178,14 +178,17 @@ validate() { # EPOCH: the validation fold through the eval graph with the epoch'
   graph "$d" "$loaders" "$lend" "$cend" -- --manifest "$run/val.csv" --slides "$data" --ext "$ext" \
     --batch-size "$bs" "${sampler_args[@]}" --mode eval -- \
     "${trainer_args[@]}" --batch-size "$bs" --manifest "$run/val.csv" --run-dir "$run/val" \
-    --weights "$run/model.safetensors" --metrics "$run/metrics.jsonl" --tensorboard "$run/tb" \
+    --weights "$run/model.safetensors" --metrics "$d/metrics.jsonl" --tensorboard "$run/tb" \
     --report-epoch "$e" --best "$run" --progress "$progress"
   merge_errors "$d/sampler/errors.tsv" "$run/errors.tsv"
   zstore_cleanup "$zstore" "$zstore_keep"
   [ "$GRAPH_RC" = 0 ] && [ -z "$STOP_SIGNAL" ] || stop_now "$GRAPH_RC"
-  echo "$e" >"$run/validated.tmp" && mv "$run/validated.tmp" "$run/validated"
+  # The eval line goes into the run's metrics only now: a validation cut by a signal, even one whose trainer
+  # had already written its line, is done again on --resume and counted once.
   local line
-  line=$(grep '"phase":"eval"' "$run/metrics.jsonl" | tail -1)
+  line=$(grep '"phase":"eval"' "$d/metrics.jsonl" | tail -1)
+  printf '%s\n' "$line" >>"$run/metrics.jsonl"
+  echo "$e" >"$run/validated.tmp" && mv "$run/validated.tmp" "$run/validated"
   say "epoch $((e + 1))/$epochs validation: loss $(json_field "$line" loss), accuracy $(json_field "$line" accuracy)," \
     "qwk $(json_field "$line" qwk); best $(best_note)"
 }
