@@ -681,9 +681,10 @@ static void print_procs_table(row *rows, int nrows)
     }
 }
 
-/* CPU seconds of resampling the fit's decoded level (its size at the fit's DCT scale, random pixels) into the
- * fit rectangle, the best of three, as the fast path does it (whole rows, default implementation). */
-static double resample_only_s(const job *j, uint32_t *out_w, uint32_t *out_h)
+/* CPU seconds of resampling the fit's decoded level into the fit rectangle, the best of three, as the fast path
+ * does it (whole rows, default implementation): the level's own pixels (read through the fast path, when
+ * real is set and that works) or random pixels (no flat areas). -1 when it could not be measured. */
+static double resample_only_s(const job *j, int real, uint32_t *out_w, uint32_t *out_h)
 {
     uint32_t sw = (uint32_t)((j->level_w + j->den - 1) / j->den), sh = (uint32_t)((j->level_h + j->den - 1) / j->den);
     double s = (double)j->fit / (double)(j->level_w > j->level_h ? j->level_w : j->level_h);
@@ -692,11 +693,19 @@ static double resample_only_s(const job *j, uint32_t *out_w, uint32_t *out_h)
     *out_w = ow, *out_h = oh;
     uint8_t *src = malloc((size_t)sw * sh * 3), *dst = malloc((size_t)ow * oh * 3);
     double best = -1;
-    if (src && dst) {
+    int ok = src && dst;
+    if (ok && real) {
+        pgd_err err = PGD_ERR_INIT;
+        pgd_slide *sl = pgd_slide_open(j->path, PGD_SLIDE_FAST, &err);
+        ok = sl && pgd_slide_read(sl, j->level, j->den, 0, 0, sw, sh, NULL, src, (size_t)sw * 3, &err) == 0;
+        pgd_slide_close(&sl);
+    } else if (ok) {
         pgd_rng rng;
         pgd_rng_seed(&rng, 5);
         for (size_t i = 0; i < (size_t)sw * sh * 3; i++)
             src[i] = (uint8_t)pgd_rng_below(&rng, 256);
+    }
+    if (ok) {
         pgd_resample_map m = {sw, sh, 0, 0, (double)j->level_w / j->den / ow, (double)j->level_h / j->den / oh, ow, oh};
         for (int k = 0; k < 3; k++) {
             double c0 = cpu_s();
@@ -710,6 +719,21 @@ static double resample_only_s(const job *j, uint32_t *out_w, uint32_t *out_h)
     return best;
 }
 
+/* FNV-1a (64 bits) of the fast path's fit image (S x S x 3 bytes, padding included): a change that must not
+ * change the pixels leaves it as it was. 0, or -1 with err. */
+static int fit_hash(const job *j, uint64_t *hash, pgd_err *err)
+{
+    pgd_geom_spec spec = {.kind = PGD_GEOM_FIT, .patch_size = j->patch, .fit_size = j->fit, .level = -1};
+    pgd_patcher *p = pgd_patcher_open_backend(j->path, &spec, PGD_SLIDE_FAST, err);
+    const uint8_t *img = p ? pgd_patcher_fit_image(p, err) : NULL;
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; img && i < (size_t)j->fit * j->fit * 3; i++)
+        h = (h ^ img[i]) * 1099511628211ull;
+    pgd_patcher_close(&p);
+    *hash = h;
+    return img ? 0 : -1;
+}
+
 /* Where a fast-path fit's CPU time goes: the bare decode of the same tiles, the resampling alone, the rest
  * (opening the slide through OpenSlide and libtiff, reading tiles, copying edge tiles, first-touch memory). */
 static void print_fit_breakdown(row *single)
@@ -718,7 +742,8 @@ static void print_fit_breakdown(row *single)
     if (!f || !b || single[PATH_FAST].failed || single[PATH_BARE].failed || !f->units || !b->units)
         return;
     uint32_t ow, oh;
-    double rs = resample_only_s(&single[PATH_FAST].j, &ow, &oh);
+    double rs = resample_only_s(&single[PATH_FAST].j, 1, &ow, &oh);
+    double rnd = resample_only_s(&single[PATH_FAST].j, 0, &ow, &oh);
     if (rs < 0)
         return;
     double fast_ms = 1e3 * f->cpu_s / (double)f->units, bare_ms = 1e3 * b->cpu_s / (double)b->units;
@@ -726,8 +751,8 @@ static void print_fit_breakdown(row *single)
                              : pgd_resample_impl_available(PGD_RESAMPLE_SSE2) ? PGD_RESAMPLE_SSE2
                                                                               : PGD_RESAMPLE_SCALAR;
     printf("\nfit breakdown (CPU ms per fit, medians): fast path %.1f = bare decode %.1f + resampling to %ux%u %.1f "
-           "(%s, measured alone) + the rest %.1f\n",
-           fast_ms, bare_ms, ow, oh, 1e3 * rs, pgd_resample_impl_name(impl), fast_ms - bare_ms - 1e3 * rs);
+           "(%s, measured alone on this level's pixels; %.1f on random pixels) + the rest %.1f\n",
+           fast_ms, bare_ms, ow, oh, 1e3 * rs, pgd_resample_impl_name(impl), 1e3 * rnd, fast_ms - bare_ms - 1e3 * rs);
 }
 
 static const char *verdict(double v, double target)
@@ -851,6 +876,12 @@ static int bench(const bench_cfg *c)
     if (nprocs_rows)
         print_procs_table(procs, nprocs_rows);
     print_fit_breakdown(single);
+    uint64_t hash;
+    if (info.backend == PGD_SLIDE_FAST && fit_hash(&fit, &hash, &err) == 0)
+        printf("fit image through the fast path: FNV-1a 64 %016llx (the same for every resampling implementation)\n",
+               (unsigned long long)hash);
+    else if (info.backend == PGD_SLIDE_FAST)
+        printf("fit image through the fast path: no hash (%s)\n", err.msg);
     print_targets(single, procs, nprocs_rows, N);
     double load[3];
     if (getloadavg(load, 3) == 3)

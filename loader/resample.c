@@ -1,8 +1,9 @@
 /* resample.c: separable area resampling in fixed point: Q15 tap tables per axis, the source rows of one output
  * row summed into a 16-bit row (vertical pass), then a horizontal pass with a fixed tap count per pixel. Plain C
  * and SSE2 do one output row at a time; AVX2 does 16 rows at once, one per 16-bit lane, so that the horizontal
- * taps are aligned whole-vector loads, and can take a band in vertical strips (chunk by chunk of output
- * pixels, as their source columns arrive). The arithmetic is the same in all three (see resample.h). */
+ * taps are aligned whole-vector loads, can take a band in vertical strips (chunk by chunk of output pixels, as
+ * their source columns arrive), and skips the sums for chunks whose source rows are one colour (blank
+ * background). The arithmetic is the same in all three (see resample.h). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,14 @@ struct pgd_resample {
     size_t vspan;
     uint32_t nchunk;   /* AVX2: chunks of XC output pixels across a row */
     size_t *ca, *cb;   /* AVX2: per chunk, the summed samples [ca, cb) its taps read */
+    uint8_t pat[3][32]; /* AVX2: a colour's bytes (pat_c) from a sample of channel 0, 1 and 2 on (solid_avx2) */
+    uint8_t pat_c[3];
+    int pat_set;
+    uint8_t flat[XC * 3 + 32]; /* AVX2: a chunk's row of one output colour (flat_c) (store_flat_avx2) */
+    uint8_t flat_c[3];
+    int flat_set;
+    uint16_t *lw;      /* AVX2: the block rows' weights by tap, a lane per row (kv x 16, vsolid_avx2) */
+    int lw_ok;         /* lw holds the current block's */
     int part;          /* a band pushed in strips (pgd_resample_push_strip) is open */
     uint32_t part_base, part_end; /* its first source row; the first output row it does not complete */
     uint32_t part_chunk; /* the first chunk its blocks have not done yet */
@@ -236,6 +245,8 @@ static int chunks_alloc(pgd_resample *r)
     if (!r->colT || !r->vrows || !r->outT || !r->rowT)
         return -1;
     r->stream = (uintptr_t)r->dst % 32 == 0 && r->dstride % 32 == 0;
+    if (!(r->lw = aligned_alloc(32, (size_t)r->kv * 16 * sizeof *r->lw)))
+        return -1;
     memset(r->vrows, 0, ncol); /* rows past a block are read (then dropped): keep them defined */
     memset(r->outT, 0, nout);
     return 0;
@@ -299,7 +310,7 @@ void pgd_resample_free(pgd_resample **rp)
     taps_free(&r->v);
     free(r->hoff), free(r->hw), free(r->hwx), free(r->white);
     free(r->col), free(r->out16), free(r->carry), free(r->rowp), free(r->colT), free(r->vrows), free(r->outT);
-    free(r->ca), free(r->cb), free(r->rowT), free(r->carry2), free(r->band);
+    free(r->ca), free(r->cb), free(r->rowT), free(r->carry2), free(r->band), free(r->lw);
     free(r);
     *rp = NULL;
 }
@@ -513,12 +524,93 @@ static AVX2 void vrow_avx2(uint16_t *out, const uint8_t *const *p, const uint16_
     }
 }
 
+/* 1 when every source row of the block's nb rows holds one colour over samples [a, e) (a a multiple of 3,
+ * e - a at least 3): the bytes of samples a, a + 1, a + 2 repeated, which go into c. Blank background (a
+ * slide's white, or any flat fill) is such a region; textured rows fail within their first 32 bytes. */
+static AVX2 int solid_avx2(pgd_resample *r, uint32_t nb, size_t a, size_t e, size_t len, size_t pf, uint8_t c[3])
+{
+    const uint8_t *first = NULL, *last = NULL;
+    for (uint32_t row = 0; row < nb && !first; row++)
+        first = r->bc[row] ? r->rowp[(size_t)row * r->kv] : NULL;
+    if (!first)
+        return 0; /* no source rows at all: the general code makes those rows white */
+    c[0] = first[a], c[1] = first[a + 1], c[2] = first[a + 2];
+    if (e - a >= 6 && memcmp(first + a, first + a + 3, 3) != 0)
+        return 0; /* texture: its first two pixels differ already */
+    if (!r->pat_set || memcmp(c, r->pat_c, 3) != 0) { /* the colour's bytes from a sample of channel 0, 1, 2 on */
+        for (int ph = 0; ph < 3; ph++)
+            for (int j = 0, ch = ph; j < 32; j++, ch = ch == 2 ? 0 : ch + 1)
+                r->pat[ph][j] = c[ch];
+        memcpy(r->pat_c, c, 3);
+        r->pat_set = 1;
+    }
+    const __m256i pat[3] = {_mm256_loadu_si256((const __m256i *)r->pat[0]),
+                            _mm256_loadu_si256((const __m256i *)r->pat[1]),
+                            _mm256_loadu_si256((const __m256i *)r->pat[2])};
+    size_t span = e - a;
+    for (uint32_t row = 0; row < nb; row++)
+        for (uint32_t t = 0; t < r->bc[row]; t++) {
+            const uint8_t *p = r->rowp[(size_t)row * r->kv + t] + a;
+            if (p == last)
+                continue; /* the same source row as the last one checked (rows share source rows) */
+            last = p;
+            for (size_t ahead = span; ahead < span + len && a + ahead < pf; ahead += 64)
+                _mm_prefetch((const char *)(p + ahead), _MM_HINT_T0); /* the next chunk's bytes, as vrow_avx2_c */
+            if (span < 32) {
+                for (size_t k = 0, ch = 0; k < span; k++, ch = ch == 2 ? 0 : ch + 1)
+                    if (p[k] != c[ch])
+                        return 0;
+                continue;
+            }
+            /* 32 bytes at a time (byte o is channel o % 3: pat[o % 3] for a load at o), the last load ending
+             * at e */
+            __m256i d = _mm256_setzero_si256();
+            size_t o = 0;
+            for (int ph = 0; o + 32 < span; o += 32, ph = ph == 0 ? 2 : ph - 1)
+                d = _mm256_or_si256(d, _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + o)), pat[ph]));
+            o = span - 32;
+            d = _mm256_or_si256(d, _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + o)), pat[o % 3]));
+            if (!_mm256_testz_si256(d, d))
+                return 0;
+        }
+    return 1;
+}
+
+/* For a block whose source rows are one colour c over the chunk (solid_avx2): each row's vertical sums are
+ * the same for every sample of a channel, computed as vrow_avx2_c does into v (one vector per channel, a lane
+ * per row), with the rows' weights as vectors (tap t of each row in its lane, 0 past its taps and in rows past
+ * the block: then its sum is 0, as vrow_avx2_c makes it), built once per block. */
+static AVX2 void vsolid_avx2(pgd_resample *r, uint32_t nb, const uint8_t c[3], __m256i v[3])
+{
+    if (!r->lw_ok) {
+        memset(r->lw, 0, (size_t)r->kv * 16 * sizeof *r->lw);
+        for (uint32_t row = 0; row < nb; row++)
+            for (uint32_t t = 0; t < r->bc[row]; t++)
+                r->lw[t * 16 + row] = r->bw[row][t];
+        r->lw_ok = 1;
+    }
+    for (int ch = 0; ch < 3; ch++) {
+        __m256i p = _mm256_set1_epi16((short)(c[ch] << 8)), sum = _mm256_setzero_si256();
+        for (uint32_t t = 0; t < r->kv; t++)
+            sum = _mm256_add_epi16(sum, _mm256_mulhi_epu16(p, _mm256_load_si256((const __m256i *)(r->lw + t * 16))));
+        v[ch] = _mm256_slli_epi16(sum, 1);
+    }
+}
+
 /* The vertical sums of samples [a, a + len) of the block's rows (len a multiple of 16), row by row into
  * vrows, then transposed in 16 x 16 blocks into colT: one vector (16 rows) per sample. Rows past the block
- * keep whatever they held: their lanes are dropped. */
-static AVX2 void vchunk_avx2(pgd_resample *r, uint32_t nb, size_t a, size_t len)
+ * keep whatever they held: their lanes are dropped. Only samples [a, e) are read by the taps (e <= a + len):
+ * when the block's rows are one colour there, nothing is summed or transposed: the three samples of each row
+ * go into solid and the return is 1 (else 0). */
+static AVX2 int vchunk_avx2(pgd_resample *r, uint32_t nb, size_t a, size_t len, size_t e, __m256i solid[3])
 {
     size_t n = (size_t)r->m.src_w * 3, pf = r->part ? (size_t)r->part_col * 3 : n;
+    uint8_t c[3];
+    e = e < n ? e : n;
+    if (e >= a + 3 && solid_avx2(r, nb, a, e, len, pf, c)) {
+        vsolid_avx2(r, nb, c, solid);
+        return 1;
+    }
     for (uint32_t row = 0; row < nb; row++)
         vrow_avx2(r->vrows + row * r->vspan, r->rowp + (size_t)row * r->kv, r->bw[row], r->bc[row], a, len, n, pf);
     __m256i *colT = (__m256i *)r->colT;
@@ -529,59 +621,67 @@ static AVX2 void vchunk_avx2(pgd_resample *r, uint32_t nb, size_t a, size_t len)
             in[row] = _mm256_load_si256((const __m256i *)(r->vrows + row * r->vspan + g));
         transpose16(in, colT + g);
     }
+    return 0;
 }
 
 /* The output of npx pixels from colT (whose first sample is a): 64 + the sum of the taps, shifted to bytes,
  * two samples to a 16-bit word (the first in the low byte: a row's bytes in order once transposed back).
- * Pixels go in pairs (six samples, three words). Inlined with kh a constant for the common tap counts. */
+ * Pixels go in pairs (six samples, three words). Inlined with kh a constant for the common tap counts, and
+ * with ps 1, or 0 for a chunk of one colour: then colT holds just its three samples, the same for every tap. */
 AVX2_INLINE void hchunk_avx2_k(const __m256i *colT, const uint32_t *hoff, const uint16_t *hw, uint32_t npx,
-                               uint32_t kh, size_t a, __m256i *outT)
+                               uint32_t kh, size_t a, __m256i *outT, size_t ps)
 {
     const __m256i half = _mm256_set1_epi16(64);
     uint32_t x = 0;
     for (; x + 1 < npx; x += 2, hw += 2 * kh, outT += 3) {
-        const __m256i *p = colT + (hoff[x] - a), *q = colT + (hoff[x + 1] - a);
+        const __m256i *p = colT + (hoff[x] - a) * ps, *q = colT + (hoff[x + 1] - a) * ps;
         __m256i s0 = half, s1 = half, s2 = half, s3 = half, s4 = half, s5 = half;
 #pragma GCC unroll 4
         for (uint32_t t = 0; t < kh; t++) {
             __m256i w = _mm256_set1_epi16((short)hw[t]), v = _mm256_set1_epi16((short)hw[kh + t]);
-            s0 = _mm256_add_epi16(s0, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t), w));
-            s1 = _mm256_add_epi16(s1, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t + 1), w));
-            s2 = _mm256_add_epi16(s2, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t + 2), w));
-            s3 = _mm256_add_epi16(s3, _mm256_mulhi_epu16(_mm256_load_si256(q + 3 * t), v));
-            s4 = _mm256_add_epi16(s4, _mm256_mulhi_epu16(_mm256_load_si256(q + 3 * t + 1), v));
-            s5 = _mm256_add_epi16(s5, _mm256_mulhi_epu16(_mm256_load_si256(q + 3 * t + 2), v));
+            s0 = _mm256_add_epi16(s0, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t * ps), w));
+            s1 = _mm256_add_epi16(s1, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t * ps + 1), w));
+            s2 = _mm256_add_epi16(s2, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t * ps + 2), w));
+            s3 = _mm256_add_epi16(s3, _mm256_mulhi_epu16(_mm256_load_si256(q + 3 * t * ps), v));
+            s4 = _mm256_add_epi16(s4, _mm256_mulhi_epu16(_mm256_load_si256(q + 3 * t * ps + 1), v));
+            s5 = _mm256_add_epi16(s5, _mm256_mulhi_epu16(_mm256_load_si256(q + 3 * t * ps + 2), v));
         }
         outT[0] = _mm256_or_si256(_mm256_srli_epi16(s0, 7), _mm256_slli_epi16(_mm256_srli_epi16(s1, 7), 8));
         outT[1] = _mm256_or_si256(_mm256_srli_epi16(s2, 7), _mm256_slli_epi16(_mm256_srli_epi16(s3, 7), 8));
         outT[2] = _mm256_or_si256(_mm256_srli_epi16(s4, 7), _mm256_slli_epi16(_mm256_srli_epi16(s5, 7), 8));
     }
     if (x < npx) { /* an odd last pixel: its blue sample pairs with nothing */
-        const __m256i *p = colT + (hoff[x] - a);
+        const __m256i *p = colT + (hoff[x] - a) * ps;
         __m256i s0 = half, s1 = half, s2 = half;
         for (uint32_t t = 0; t < kh; t++) {
             __m256i w = _mm256_set1_epi16((short)hw[t]);
-            s0 = _mm256_add_epi16(s0, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t), w));
-            s1 = _mm256_add_epi16(s1, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t + 1), w));
-            s2 = _mm256_add_epi16(s2, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t + 2), w));
+            s0 = _mm256_add_epi16(s0, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t * ps), w));
+            s1 = _mm256_add_epi16(s1, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t * ps + 1), w));
+            s2 = _mm256_add_epi16(s2, _mm256_mulhi_epu16(_mm256_load_si256(p + 3 * t * ps + 2), w));
         }
         outT[0] = _mm256_or_si256(_mm256_srli_epi16(s0, 7), _mm256_slli_epi16(_mm256_srli_epi16(s1, 7), 8));
         outT[1] = _mm256_srli_epi16(s2, 7);
     }
 }
 
-static AVX2 void hchunk_avx2(const pgd_resample *r, uint32_t x0, uint32_t npx, size_t a)
+/* The output of npx pixels from x0 on, from colT, or from the three samples at solid (a chunk of one colour). */
+static AVX2 void hchunk_avx2(const pgd_resample *r, uint32_t x0, uint32_t npx, size_t a, const __m256i *solid)
 {
-    const __m256i *colT = (const __m256i *)r->colT;
+    const __m256i *colT = solid ? solid : (const __m256i *)r->colT;
     const uint32_t *hoff = r->hoff + x0;
     const uint16_t *hw = r->hwx + (size_t)x0 * r->kh;
     __m256i *outT = (__m256i *)r->outT;
-    switch (r->kh) {
-    case 1: hchunk_avx2_k(colT, hoff, hw, npx, 1, a, outT); break;
-    case 2: hchunk_avx2_k(colT, hoff, hw, npx, 2, a, outT); break;
-    case 3: hchunk_avx2_k(colT, hoff, hw, npx, 3, a, outT); break;
-    case 4: hchunk_avx2_k(colT, hoff, hw, npx, 4, a, outT); break;
-    default: hchunk_avx2_k(colT, hoff, hw, npx, r->kh, a, outT); break;
+    size_t ps = solid ? 0 : 1;
+    switch (r->kh * 2 + (uint32_t)ps) {
+    case 2: hchunk_avx2_k(colT, hoff, hw, npx, 1, a, outT, 0); break;
+    case 3: hchunk_avx2_k(colT, hoff, hw, npx, 1, a, outT, 1); break;
+    case 4: hchunk_avx2_k(colT, hoff, hw, npx, 2, a, outT, 0); break;
+    case 5: hchunk_avx2_k(colT, hoff, hw, npx, 2, a, outT, 1); break;
+    case 6: hchunk_avx2_k(colT, hoff, hw, npx, 3, a, outT, 0); break;
+    case 7: hchunk_avx2_k(colT, hoff, hw, npx, 3, a, outT, 1); break;
+    case 8: hchunk_avx2_k(colT, hoff, hw, npx, 4, a, outT, 0); break;
+    case 9: hchunk_avx2_k(colT, hoff, hw, npx, 4, a, outT, 1); break;
+    default: hchunk_avx2_k(colT, hoff, hw, npx, r->kh, a, outT, ps); break;
     }
 }
 
@@ -627,15 +727,58 @@ static AVX2 void hstore_avx2(const pgd_resample *r, uint32_t nb, size_t ns, size
     }
 }
 
+/* A chunk of a block whose source rows are one colour (vsolid_avx2 put each row's vertical sums, V = 2 S, in
+ * v): every output sample of a row and channel is O = sum_t floor(S w_t / 32768) over weights w_t that add
+ * up to 32768, so S - kh < O <= S whatever the pixel's weights, and when (S + 64) >> 7 is the same at both
+ * ends (at 0 for the lower end) that byte is the sample of every pixel, as the general code would compute it
+ * (blank background always is). Then each of the nb rows gets its colour over the chunk's ns bytes at out,
+ * streamed as hstore_avx2 streams, and the return is 1; else 0 (nothing written). */
+static AVX2 int store_flat_avx2(pgd_resample *r, uint32_t nb, const __m256i v[3], size_t ns, uint8_t *out)
+{
+    const __m256i half = _mm256_set1_epi16(64), below = _mm256_set1_epi16((short)(r->kh - 1));
+    uint16_t b[3][16] __attribute__((aligned(32)));
+    for (int ch = 0; ch < 3; ch++) {
+        __m256i top = _mm256_add_epi16(_mm256_srli_epi16(v[ch], 1), half);
+        __m256i hi = _mm256_srli_epi16(top, 7), lo = _mm256_srli_epi16(_mm256_subs_epu16(top, below), 7);
+        uint32_t same = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(hi, lo));
+        if (nb < 16 ? (same | ~((1u << 2 * nb) - 1)) != ~0u : same != ~0u)
+            return 0;
+        _mm256_store_si256((__m256i *)b[ch], hi);
+    }
+    uint8_t *pat = (uint8_t *)(((uintptr_t)r->flat + 31) & ~(uintptr_t)31);
+    for (uint32_t i = 0; i < nb; i++) {
+        uint8_t c[3] = {(uint8_t)b[0][i], (uint8_t)b[1][i], (uint8_t)b[2][i]};
+        if (!r->flat_set || memcmp(c, r->flat_c, 3) != 0) { /* the row's colour over a whole chunk */
+            for (size_t k = 0, ch = 0; k < (size_t)XC * 3; k++, ch = ch == 2 ? 0 : ch + 1)
+                pat[k] = c[ch];
+            memcpy(r->flat_c, c, 3);
+            r->flat_set = 1;
+        }
+        uint8_t *row = out + i * r->dstride;
+        if (r->stream && ns == (size_t)XC * 3) {
+#pragma GCC unroll 6
+            for (int k = 0; k < XC * 3 / 32; k++)
+                _mm256_stream_si256((__m256i *)row + k, _mm256_load_si256((const __m256i *)pat + k));
+        } else {
+            memcpy(row, pat, ns);
+        }
+    }
+    return 1;
+}
+
 /* Chunks [c0, c1) of output rows y0 .. y0 + nb - 1 (nb <= BLK) from the rows and weights in rowp, bw, bc. */
 static AVX2 void block_avx2(pgd_resample *r, uint32_t y0, uint32_t nb, uint32_t c0, uint32_t c1)
 {
     uint8_t *out = r->dst + y0 * r->dstride;
+    r->lw_ok = 0; /* a new block: its weights by tap are built again when needed */
     for (uint32_t c = c0; c < c1; c++) {
         uint32_t x0 = c * XC, npx = r->m.dst_w - x0 < XC ? r->m.dst_w - x0 : XC;
         size_t a = r->ca[c];
-        vchunk_avx2(r, nb, a, (r->cb[c] - a + 15) / 16 * 16);
-        hchunk_avx2(r, x0, npx, a);
+        __m256i solid[3];
+        int one = vchunk_avx2(r, nb, a, (r->cb[c] - a + 15) / 16 * 16, r->cb[c], solid);
+        if (one && store_flat_avx2(r, nb, solid, (size_t)npx * 3, out + (size_t)x0 * 3))
+            continue; /* blank background: neither taps across nor transposes */
+        hchunk_avx2(r, x0, npx, a, one ? solid : NULL);
         hstore_avx2(r, nb, (size_t)npx * 3, (size_t)(r->m.dst_w - x0) * 3, out + (size_t)x0 * 3);
     }
 }

@@ -11,10 +11,7 @@
 
 #include "slide_fast.h"
 
-typedef struct tiff_msg {
-    char text[256];
-    int set;
-} tiff_msg;
+typedef pgd_fast_msg tiff_msg;
 
 static int on_tiff_error(TIFF *tif, void *user, const char *module, const char *fmt, va_list ap)
 {
@@ -81,14 +78,10 @@ static void describe_dir(TIFF *tif, pgd_fast_level *fl, char *codec, size_t ccap
     fl->rgb = photo == PHOTOMETRIC_RGB;
 }
 
-/* Copy the tile table and JPEG tables of the current directory into fl. */
+/* Copy the tile table and JPEG tables of the current directory into fl (its tile size and count are known). */
 static int take_tables(TIFF *tif, pgd_fast_level *fl, const char *path, pgd_err *err)
 {
-    uint32_t tw = 0, th = 0;
-    TIFFGetField(tif, TIFFTAG_TILEWIDTH, &tw);
-    TIFFGetField(tif, TIFFTAG_TILELENGTH, &th);
-    fl->tw = tw, fl->th = th;
-    fl->ntiles = TIFFNumberOfTiles(tif);
+    uint32_t tw = fl->tw, th = fl->th;
     uint64_t *off = NULL, *len = NULL;
     if (!tw || !th || !fl->ntiles || !TIFFGetField(tif, TIFFTAG_TILEOFFSETS, &off) ||
         !TIFFGetField(tif, TIFFTAG_TILEBYTECOUNTS, &len) || !off || !len)
@@ -146,8 +139,13 @@ static int map_levels(pgd_slide *s, TIFF *tif, pgd_fast_state *st, char *why, si
             snprintf(why, cap, "level %d is %s", l, reason);
             return 0;
         }
-        if (take_tables(tif, fl, s->path, err) != 0)
-            return -1;
+        uint32_t tw = 0, th = 0; /* the tile table itself is read when the level is first read */
+        TIFFGetField(tif, TIFFTAG_TILEWIDTH, &tw);
+        TIFFGetField(tif, TIFFTAG_TILELENGTH, &th);
+        fl->tw = tw, fl->th = th;
+        fl->ntiles = TIFFNumberOfTiles(tif);
+        if (!tw || !th || !fl->ntiles)
+            return pgd_fail(err, PGD_EFORMAT, "%s: directory %d: no tile table", s->path, fl->dir);
         fl->tx_n = (uint32_t)((lv->w + fl->tw - 1) / fl->tw);
         fl->ty_n = (uint32_t)((lv->h + fl->th - 1) / fl->th);
         if ((uint64_t)fl->tx_n * fl->ty_n > fl->ntiles) {
@@ -165,7 +163,6 @@ int pgd_slide_fast_attach(pgd_slide *s, char *why, size_t cap, pgd_err *err)
         return 0;
     }
     pgd_fast_state *st = calloc(1, sizeof *st);
-    tiff_msg msg = {{0}, 0};
     TIFFOpenOptions *o = TIFFOpenOptionsAlloc();
     TIFF *tif = NULL;
     int rc = -1;
@@ -174,26 +171,43 @@ int pgd_slide_fast_attach(pgd_slide *s, char *why, size_t cap, pgd_err *err)
         goto done;
     }
     st->fd = -1;
-    TIFFOpenOptionsSetErrorHandlerExtR(o, on_tiff_error, &msg);
+    TIFFOpenOptionsSetErrorHandlerExtR(o, on_tiff_error, &st->msg);
     TIFFOpenOptionsSetWarningHandlerExtR(o, on_tiff_warning, NULL);
-    if (!(tif = TIFFOpenExt(s->path, "rm", o))) {
-        snprintf(why, cap, "libtiff cannot open it: %s", msg.set ? msg.text : "unknown error");
+    /* D: the tile tables are read when asked for (level by level, on first use), not with every directory */
+    if (!(tif = TIFFOpenExt(s->path, "rmD", o))) {
+        snprintf(why, cap, "libtiff cannot open it: %s", st->msg.set ? st->msg.text : "unknown error");
         rc = 0;
         goto done;
     }
+    st->tif = tif;
     if ((rc = map_levels(s, tif, st, why, cap, err)) != 1)
         goto done;
     if ((rc = pgd_slide_fast_start(s, st, err)) == 0) {
-        st = NULL; /* the backend owns it now */
+        st = NULL; /* the backend owns it now (and the TIFF) */
         rc = 1;
     }
 done:
-    if (tif)
-        TIFFClose(tif);
     if (o)
         TIFFOpenOptionsFree(o);
     pgd_slide_fast_free(st);
     return rc;
+}
+
+int pgd_slide_fast_tables(pgd_slide *s, pgd_fast_state *st, int l, pgd_err *err)
+{
+    pgd_fast_level *fl = &st->lv[l];
+    if (fl->off)
+        return 0;
+    st->msg.set = 0;
+    if (!TIFFSetDirectory(st->tif, (tdir_t)fl->dir))
+        return pgd_fail(err, PGD_EFORMAT, "%s: directory %d: %s", s->path, fl->dir,
+                        st->msg.set ? st->msg.text : "cannot be read again");
+    if (take_tables(st->tif, fl, s->path, err) != 0) {
+        free(fl->off), free(fl->len), free(fl->tables);
+        fl->off = fl->len = NULL, fl->tables = NULL, fl->tables_len = 0;
+        return -1;
+    }
+    return 0;
 }
 
 int pgd_slide_tiff_error(const char *path, char *msg, size_t cap)

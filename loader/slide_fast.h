@@ -12,7 +12,7 @@ typedef struct pgd_fast_level {
     uint32_t tw, th;        /* tile size */
     uint32_t tx_n, ty_n;    /* tiles across and down */
     uint32_t ntiles;
-    uint64_t *off, *len;    /* where each tile's bytes are */
+    uint64_t *off, *len;    /* where each tile's bytes are: read from the file when the level is first read */
     uint8_t *tables;        /* JPEGTables (SOI, DQT/DHT, EOI) or NULL */
     uint32_t tables_len;
     int rgb;                /* photometric RGB: the stream gets an Adobe marker saying "no transform" */
@@ -27,7 +27,15 @@ typedef struct pgd_fast_tile {
     uint8_t *rgb;
 } pgd_fast_tile;
 
+/* libtiff's first error since it was last cleared. */
+typedef struct pgd_fast_msg {
+    char text[256];
+    int set;
+} pgd_fast_msg;
+
 typedef struct pgd_fast_state {
+    void *tif;              /* the TIFF (libtiff's TIFF *), open to read tile tables level by level */
+    pgd_fast_msg msg;       /* its errors */
     int fd;
     uint64_t file_size;
     pgd_fast_level lv[PGD_SLIDE_MAX_LEVELS];
@@ -45,5 +53,8 @@ typedef struct pgd_fast_state {
 int pgd_slide_fast_start(pgd_slide *s, pgd_fast_state *st, pgd_err *err);
 
 void pgd_slide_fast_free(pgd_fast_state *st);
+
+/* Level l's tile offsets, byte counts and JPEGTables from the TIFF, when not read yet (0, or -1 with err). */
+int pgd_slide_fast_tables(pgd_slide *s, pgd_fast_state *st, int l, pgd_err *err);
 
 #endif

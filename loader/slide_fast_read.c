@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <tiffio.h>
+
 #include "slide_fast.h"
 
 #define CACHE_BYTES ((size_t)32 << 20) /* decoded tiles kept per slide */
@@ -73,6 +75,8 @@ void pgd_slide_fast_free(pgd_fast_state *st)
         tjDestroy(st->tj);
     if (st->fd >= 0)
         close(st->fd);
+    if (st->tif)
+        TIFFClose(st->tif);
     free(st);
 }
 
@@ -144,6 +148,37 @@ static int jpeg_fail(pgd_slide *s, pgd_fast_state *st, int l, uint32_t tx, uint3
     return -1;
 }
 
+/* The frame size from the stream's SOF marker, walking the markers before it by their lengths: 1 when found,
+ * 0 when the stream is anything else (then libjpeg reads the header and says what is wrong). */
+static int sof_size(const uint8_t *p, size_t n, int *w, int *h)
+{
+    if (n < 4 || p[0] != 0xff || p[1] != 0xd8)
+        return 0;
+    for (size_t k = 2; k + 4 <= n;) {
+        if (p[k] != 0xff)
+            return 0;
+        uint8_t m = p[k + 1];
+        if (m == 0xff) { /* fill byte */
+            k++;
+            continue;
+        }
+        if (m == 0xd8 || m == 0xd9 || m == 0xda || (m >= 0xd0 && m <= 0xd7) || m == 0x01)
+            return 0; /* image data, or an end, before any frame */
+        size_t len = (size_t)p[k + 2] << 8 | p[k + 3];
+        if (len < 2 || k + 2 + len > n)
+            return 0;
+        if (m >= 0xc0 && m <= 0xcf && m != 0xc4 && m != 0xc8 && m != 0xcc) {
+            if (len < 7)
+                return 0;
+            *h = p[k + 5] << 8 | p[k + 6];
+            *w = p[k + 7] << 8 | p[k + 8];
+            return 1;
+        }
+        k += 2 + len;
+    }
+    return 0;
+}
+
 /* Decode tile idx of level l at 1/den (tw/den x th/den pixels) into dst, rows pitch bytes apart. */
 static int decode_tile(pgd_slide *s, pgd_fast_state *st, int l, int den, uint32_t idx, uint8_t *dst, size_t pitch,
                        pgd_err *err)
@@ -172,7 +207,10 @@ static int decode_tile(pgd_slide *s, pgd_fast_state *st, int l, int den, uint32_
     if (splice_tables(st, fl, (size_t)n, &jpg, &jl) != 0)
         return pgd_fail(err, PGD_ENOMEM, "%s: out of memory for a tile", s->path);
     int w, h, sub, cs;
-    if (tjDecompressHeader3(st->tj, jpg, (unsigned long)jl, &w, &h, &sub, &cs) != 0)
+    /* the size from the SOF marker when it is the tile's (no second pass of libjpeg over the header); any
+     * doubt, and libjpeg reads the header first, with its own words for what is wrong */
+    if ((!sof_size(jpg, jl, &w, &h) || (uint32_t)w != fl->tw || (uint32_t)h != fl->th) &&
+        tjDecompressHeader3(st->tj, jpg, (unsigned long)jl, &w, &h, &sub, &cs) != 0)
         return jpeg_fail(s, st, l, tx, ty, err);
     if ((uint32_t)w != fl->tw || (uint32_t)h != fl->th)
         return pgd_fail(err, PGD_EFORMAT, "%s: level %d tile (%u, %u): jpeg is %dx%d, the tile %ux%u", s->path, l, tx,
@@ -215,6 +253,8 @@ static int fast_read(pgd_slide *s, int level, int den, int64_t x, int64_t y, uin
     pgd_fast_state *st = s->impl;
     const pgd_fast_level *fl = &st->lv[level];
     int64_t tws = fl->tw / den, ths = fl->th / den;
+    if (pgd_slide_fast_tables(s, st, level, err) != 0)
+        return -1;
     for (int64_t ty = y / ths; ty * ths < y + h; ty++) {
         for (int64_t tx = x / tws; tx * tws < x + w; tx++) {
             uint32_t idx = (uint32_t)(ty * fl->tx_n + tx);

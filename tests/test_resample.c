@@ -1,7 +1,7 @@
 /* test_resample.c: the area resampler's implementations (plain C, SSE2, AVX2 in 16-row blocks) give the same
- * bytes on random images of odd sizes at integer and non-integer ratios, whole or streamed in uneven bands
- * (also pushed in vertical strips), write nothing between the output rows, and stay within one level of the
- * exact area mean. */
+ * bytes on random images of odd sizes at integer and non-integer ratios, and on images of flat colour, whole or
+ * streamed in uneven bands (also pushed in vertical strips), write nothing between the output rows, and stay
+ * within one level of the exact area mean. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -297,6 +297,88 @@ static void test_strips_identical(void)
     printf("\n  %d comparisons of bands pushed in strips", compared);
 }
 
+/* A source of flat rectangles (white, black, grey, coloured, textured) over white, and stray bits in single
+ * bytes: the AVX2 code's shortcut for source rows of one colour (and output chunks of one colour) is taken
+ * and missed by a byte, in every channel and at chunk edges. */
+static uint8_t *patchwork(uint32_t w, uint32_t h, size_t stride, unsigned seed)
+{
+    static const uint8_t colours[][3] = {{255, 255, 255}, {0, 0, 0}, {128, 128, 128}, {200, 30, 90}, {1, 2, 3},
+                                         {255, 255, 254}};
+    uint8_t *p = malloc(stride * h);
+    memset(p, 255, stride * h);
+    for (int k = 0; k < 30; k++) {
+        uint32_t x0 = (uint32_t)rand_r(&seed) % w, y0 = (uint32_t)rand_r(&seed) % h;
+        uint32_t x1 = x0 + 1 + (uint32_t)rand_r(&seed) % (w - x0), y1 = y0 + 1 + (uint32_t)rand_r(&seed) % (h - y0);
+        int c = rand_r(&seed) % 7; /* 6: texture */
+        for (uint32_t y = y0; y < y1; y++)
+            for (uint32_t x = x0; x < x1; x++)
+                for (int ch = 0; ch < 3; ch++)
+                    p[y * stride + x * 3 + ch] = c == 6 ? (uint8_t)(rand_r(&seed) >> 5) : colours[c][ch];
+    }
+    for (int k = 0; k < 25; k++) {
+        uint32_t x = (uint32_t)rand_r(&seed) % w, y = (uint32_t)rand_r(&seed) % h;
+        p[y * stride + x * 3 + (uint32_t)rand_r(&seed) % 3] ^= (uint8_t)(1 << rand_r(&seed) % 8);
+    }
+    return p;
+}
+
+/* Sources of flat colour (patchwork, and one colour all over) give the same bytes from every implementation,
+ * whole, in bands and in strips, into rows with slack and into aligned rows. */
+static void test_flat_identical(void)
+{
+    static const struct {
+        uint32_t sw, sh, dw, dh;
+        double ox, oy, rx, ry;
+    } fm[] = {
+        {1000, 300, 819, 246, 0, 0, 1000.0 / 819, 300.0 / 246}, /* the fit's ratio */
+        {517, 97, 300, 50, 0, 0, 517.0 / 300, 97.0 / 50},
+        {130, 70, 390, 210, 0, 0, 1.0 / 3, 1.0 / 3},           /* upsampling */
+        {900, 64, 101, 7, 0, 0, 900.0 / 101, 64.0 / 7},         /* 10 taps across */
+        {77, 41, 77, 41, 0, 0, 1, 1},                           /* one tap */
+        {200, 90, 150, 70, -7.5, -3, 1.5, 1.5},                 /* white columns and rows */
+        {640, 40, 512, 33, 0, 0, 1.25, 40.0 / 33},              /* whole chunks only */
+        {25600, 40, 128, 20, 0, 0, 200, 2},                     /* 201 taps across: the floors lose a level */
+    };
+    static const uint8_t one[][3] = {{255, 255, 255}, {0, 0, 0}, {200, 30, 90}};
+    int compared = 0;
+    for (size_t k = 0; k < sizeof fm / sizeof *fm; k++)
+        for (size_t f = 0; f < 1 + sizeof one / sizeof *one; f++) {
+            pgd_resample_map m = {fm[k].sw, fm[k].sh, fm[k].ox, fm[k].oy, fm[k].rx, fm[k].ry, fm[k].dw, fm[k].dh};
+            size_t sstride = (size_t)m.src_w * 3, aligned = ((size_t)m.dst_w * 3 + 63) / 64 * 64;
+            size_t odd = (size_t)m.dst_w * 3 + 7, n = ((aligned > odd ? aligned : odd) * m.dst_h + 63) / 64 * 64;
+            uint8_t *src = patchwork(m.src_w, m.src_h, sstride, (unsigned)k + 90), *ref = aligned_alloc(64, n);
+            uint8_t *got = aligned_alloc(64, n);
+            for (size_t i = 0; f && i < sstride * m.src_h; i++)
+                src[i] = one[f - 1][i % 3];
+            for (size_t d = 0; d < 2; d++) {
+                size_t dstride = d ? aligned : (size_t)m.dst_w * 3 + 7;
+                memset(ref, 0xa5, n);
+                CU_ASSERT_EQUAL_FATAL(run_into(&m, PGD_RESAMPLE_SCALAR, src, sstride, ref, dstride, 1000), 0);
+                for (pgd_resample_impl impl = PGD_RESAMPLE_SSE2; impl <= PGD_RESAMPLE_AVX2; impl++) {
+                    if (!pgd_resample_impl_available(impl))
+                        continue;
+                    memset(got, 0xa5, n);
+                    CU_ASSERT_EQUAL(run_into(&m, impl, src, sstride, got, dstride, 1000), 0);
+                    int same = memcmp(ref, got, n) == 0;
+                    memset(got, 0xa5, n);
+                    CU_ASSERT_EQUAL(run_into(&m, impl, src, sstride, got, dstride, 0), 0);
+                    same &= memcmp(ref, got, n) == 0;
+                    memset(got, 0xa5, n);
+                    CU_ASSERT_EQUAL(run_strips(&m, impl, src, sstride, got, dstride, 40, 300), 0);
+                    same &= memcmp(ref, got, n) == 0;
+                    if (!same)
+                        fprintf(stderr, "\n  flat map %zu (%ux%u -> %ux%u), %s source, %s rows: %s differs", k,
+                                m.src_w, m.src_h, m.dst_w, m.dst_h, f ? "one-colour" : "patchwork",
+                                d ? "aligned" : "odd", pgd_resample_impl_name(impl));
+                    CU_ASSERT(same);
+                    compared++;
+                }
+            }
+            free(src), free(ref), free(got);
+        }
+    printf("\n  %d comparisons on flat sources", compared);
+}
+
 /* Fixed point against the exact mean: at most one level off anywhere, and identical for box averages
  * (power-of-two ratios lose nothing to the floors). */
 static void test_close_to_exact(void)
@@ -342,6 +424,7 @@ static const pgd_test_case cases[] = {
     {"impls_identical_random", test_impls_identical_random},
     {"blocks_identical", test_blocks_identical},
     {"strips_identical", test_strips_identical},
+    {"flat_identical", test_flat_identical},
     {"close_to_exact", test_close_to_exact},
     {"unavailable_and_bad", test_unavailable_and_bad},
     {NULL, NULL},
