@@ -2,7 +2,8 @@
 # it_trainer.sh: pgd-trainer on the real graph (pgd-sampler + pgd-loader serve, synthetic slides): PatchGD
 # training for 2 epochs, the same weights on a rerun (with Z mirrored to a zstore segment), 1 epoch + resume =
 # 2 epochs byte for byte, evaluation and inference with the checkpoint (Z in the zstore and as .npy / PNG files),
-# GD, bad options; pgd-trainer embed's exit codes.
+# evaluation with Z filled in chunks of max_patches (same scores, less backend memory), frozen-BN training with
+# inner steps in chunks, GD, bad options; pgd-trainer embed's exit codes.
 set -u
 B=${PGD_BUILD:-build}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/it_trainer.XXXXXX")
@@ -79,6 +80,14 @@ cmp -s "$tmp/t1/state.safetensors" "$tmp/r2/state.safetensors" || fail "the resu
 # --- evaluation and inference with the checkpoint -------------------------------------------------------
 graph e1 2 "$fit --mode eval" "${model[@]}" --weights "$tmp/t1/model.safetensors"
 grep -q '"phase":"eval","epoch":0,"images":6' "$tmp/e1/metrics.jsonl" || { cat "$tmp/e1/metrics.jsonl"; fail "eval line"; }
+# the same evaluation with Z filled 4 patches at a time: the same scores, less backend memory
+graph e2 1 "$fit --mode eval" "${model[@]}" --weights "$tmp/t1/model.safetensors" --max-patches 4
+num() { grep '"phase":"eval"' "$1" | tail -1 | grep -o "\"$2\":[-0-9.e]*" | cut -d: -f2; }
+for k in accuracy qwk; do
+  [ "$(num "$tmp/e1/metrics.jsonl" $k)" = "$(num "$tmp/e2/metrics.jsonl" $k)" ] || fail "max_patches 4 changed the $k"
+done
+awk -v a="$(num "$tmp/e1/metrics.jsonl" backend_peak_mb)" -v b="$(num "$tmp/e2/metrics.jsonl" backend_peak_mb)" \
+  'BEGIN { exit !(b > 0 && b < a) }' || { cat "$tmp/e1/metrics.jsonl" "$tmp/e2/metrics.jsonl"; fail "max_patches 4: no less memory"; }
 graph i1 2 "$fit --mode infer" "${model[@]}" --weights "$tmp/t1/model.safetensors" --zstore "$zs.i" --zstore-keep yes \
   --manifest "$tmp/s/train.csv" --z-export "$tmp/i1/z" --z-heatmap "$tmp/i1/png"
 [ "$(head -1 "$tmp/i1/predictions.csv")" = "image_id,predicted,p0,p1,p2,p3,p4,p5,status,reason" ] || fail "predictions header"
@@ -116,6 +125,13 @@ unset manifest
 graph g1 1 "--fit-size 64 --patch 64 --batch-size 3 --epochs 2 --sampling 1 --seed 5" \
   --method gd --arch small_cnn --classes 6 --batch-size 3 --epochs 2 --threads 1
 [ "$(grep -c '"phase":"train"' "$tmp/g1/metrics.jsonl")" = 2 ] || fail "gd: 2 train lines"
+
+# --- frozen batch norm and inner steps in chunks of 2 patches (recomputed for the backward) ------------------
+graph k1 1 "$fit --epochs 1 --sampling 0.25" "${model[@]}" --freeze-bn --inner-chunk 2
+[ "$trainer_rc" = 0 ] && [ "$(grep -c '"phase":"train"' "$tmp/k1/metrics.jsonl")" = 1 ] || fail "inner_chunk run"
+"$B/pgd-trainer" run --connect "ipc://$tmp/none" --inner-chunk 2 >/dev/null 2>"$tmp/bad.log"
+[ $? = 2 ] || fail "inner_chunk without freeze_bn: exit 2"
+grep -q "inner_chunk: chunked inner steps need freeze_bn" "$tmp/bad.log" || { cat "$tmp/bad.log"; fail "inner_chunk error"; }
 
 # --- bad options: exit 2 before anything runs ------------------------------------------------------------------
 "$B/pgd-trainer" run --connect "ipc://$tmp/none" --arch nope >/dev/null 2>"$tmp/bad.log"

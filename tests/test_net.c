@@ -1,6 +1,6 @@
 /* test_net.c: the net executor: whole-net finite-difference gradient checks (ResNet-like, MobileNet-like, the
- * PatchGD head with dropout, a node read several times), BN modes and running statistics, dropout, zero_grad,
- * deterministic initialisation, and building errors. */
+ * PatchGD head with dropout, a node read several times, frozen BN), BN modes and running statistics, dropout,
+ * forwards in parts, zero_grad, deterministic initialisation, and building errors. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,11 +57,12 @@ static void set_tensor(pgd_net *net, const char *name, float value)
 
 /* --- the finite-difference check ------------------------------------------------------------------------- */
 
-/* A gradient check of L = sum(r * net(x)) in train mode with a fixed forward seed. */
+/* A gradient check of L = sum(r * net(x)) in train (or frozen-BN) mode with a fixed forward seed. */
 typedef struct fd_case {
     pgd_net *net;
     pgd_backend *be;
     int n;
+    pgd_net_mode mode;
     size_t in_count, out_count;
     float *x, *r, *din, *params;   /* backend memory */
     uint64_t seed;
@@ -70,7 +71,7 @@ typedef struct fd_case {
 static double fd_loss(fd_case *fc)
 {
     pgd_err err = PGD_ERR_INIT;
-    const float *y = pgd_net_forward(fc->net, fc->x, fc->n, PGD_NET_TRAIN, fc->seed, &err);
+    const float *y = pgd_net_forward(fc->net, fc->x, fc->n, fc->mode, fc->seed, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(y);
     float *yh = host_alloc(fc->out_count), *rh = host_alloc(fc->out_count);
     fc->be->ops->download(fc->be, yh, y, fc->out_count * sizeof(float));
@@ -138,11 +139,11 @@ static size_t fd_sample(pgd_rng *r, size_t count, int j)
 
 /* Runs the check on `net` for inputs x_host [n, in]: every parameter tensor (up to `per_tensor` elements
  * each) and `in_samples` input elements. */
-static void fd_check(const char *label, pgd_net *net, int n, const float *x_host, uint64_t seed, int per_tensor,
-                     int in_samples)
+static void fd_check_mode(const char *label, pgd_net *net, int n, const float *x_host, uint64_t seed,
+                          int per_tensor, int in_samples, pgd_net_mode mode)
 {
     pgd_err err = PGD_ERR_INIT;
-    fd_case fc = {.net = net, .be = pgd_net_backend(net), .n = n, .seed = seed};
+    fd_case fc = {.net = net, .be = pgd_net_backend(net), .n = n, .mode = mode, .seed = seed};
     int c, h, w;
     pgd_net_in_shape(net, &c, &h, &w);
     fc.in_count = (size_t)n * c * h * w;
@@ -160,7 +161,7 @@ static void fd_check(const char *label, pgd_net *net, int n, const float *x_host
 
     /* analytic */
     pgd_net_zero_grad(net);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(pgd_net_forward(net, fc.x, n, PGD_NET_TRAIN, seed, &err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pgd_net_forward(net, fc.x, n, mode, seed, &err));
     CU_ASSERT_EQUAL_FATAL(pgd_net_backward(net, fc.r, fc.din, &err), 0);
     size_t pc = pgd_net_param_count(net);
     float *grads = host_alloc(pc), *din = host_alloc(fc.in_count);
@@ -196,7 +197,7 @@ static void fd_check(const char *label, pgd_net *net, int n, const float *x_host
 
     /* the input gradient is not needed for the parameter gradients: NULL din gives the same grads */
     pgd_net_zero_grad(net);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(pgd_net_forward(net, fc.x, n, PGD_NET_TRAIN, seed, &err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pgd_net_forward(net, fc.x, n, mode, seed, &err));
     CU_ASSERT_EQUAL(pgd_net_backward(net, fc.r, NULL, &err), 0);
     float *again = host_alloc(pc);
     fc.be->ops->download(fc.be, again, pgd_net_grads(net), pc * sizeof(float));
@@ -207,6 +208,12 @@ static void fd_check(const char *label, pgd_net *net, int n, const float *x_host
     fc.be->ops->free(fc.be, fc.x);
     fc.be->ops->free(fc.be, fc.din);
     fc.be->ops->free(fc.be, fc.r);
+}
+
+static void fd_check(const char *label, pgd_net *net, int n, const float *x_host, uint64_t seed, int per_tensor,
+                     int in_samples)
+{
+    fd_check_mode(label, net, n, x_host, seed, per_tensor, in_samples, PGD_NET_TRAIN);
 }
 
 /* --- the nets ----------------------------------------------------------------------------------------------- */
@@ -506,6 +513,153 @@ static void test_dropout(void)
     pgd_backend_free(&be);
 }
 
+/* Every BN of net gets running statistics and an affine map away from the initial 0 / 1 (uniform draws). */
+static void move_bn(pgd_net *net, uint64_t seed)
+{
+    pgd_backend *be = pgd_net_backend(net);
+    for (int t = 0; t < pgd_net_tensor_count(net); t++) {
+        const pgd_tensor_info *ti = pgd_net_tensor(net, t);
+        const char *dot = strrchr(ti->name, '.');
+        float lo, hi;
+        if (ti->kind == PGD_TENSOR_BUFFER && dot && strcmp(dot, ".running_mean") == 0)
+            lo = -0.5f, hi = 0.5f;
+        else if (ti->kind == PGD_TENSOR_BUFFER)
+            lo = 0.5f, hi = 2.0f;
+        else if (ti->kind == PGD_TENSOR_PARAM && t + 1 < pgd_net_tensor_count(net) &&
+                 pgd_net_tensor(net, t + 1)->kind == PGD_TENSOR_BUFFER)
+            lo = -0.3f, hi = 0.3f; /* a BN bias: its running_mean follows */
+        else if (ti->kind == PGD_TENSOR_PARAM && t + 2 < pgd_net_tensor_count(net) &&
+                 pgd_net_tensor(net, t + 2)->kind == PGD_TENSOR_BUFFER)
+            lo = 0.5f, hi = 1.5f; /* a BN weight: its bias, then its running_mean follow */
+        else
+            continue;
+        float *host = host_alloc(ti->count);
+        fill_uniform(host, ti->count, seed + (uint64_t)t, lo, hi);
+        float *base = ti->kind == PGD_TENSOR_PARAM ? pgd_net_params(net) : pgd_net_buffers(net);
+        be->ops->upload(be, base + ti->offset, host, ti->count * sizeof(float));
+        free(host);
+    }
+}
+
+/* Frozen BN: the forward is the eval forward byte for byte and moves no statistics or counters; its backward
+ * (gamma, beta and the input through the fixed affine map) matches central differences. */
+static void test_frozen_bn(void)
+{
+    pgd_backend *be = backend();
+    pgd_err err = PGD_ERR_INIT;
+    pgd_net *net = tiny_resnet(be, 91);
+    move_bn(net, 92);
+    enum { IN = 3 * 12 * 12, OUT = 5 };
+    float *xh = random_input(3 * IN, 93), ye[3 * OUT], yf[3 * OUT];
+    float *xd = dev_alloc(be, 3 * IN);
+    be->ops->upload(be, xd, xh, 3 * IN * sizeof(float));
+    CU_ASSERT_EQUAL_FATAL(pgd_net_plan(net, 3, &err), 0);
+    size_t nb = pgd_net_buffer_count(net), nc = 0;
+    for (int t = 0; t < pgd_net_tensor_count(net); t++)
+        nc += pgd_net_tensor(net, t)->kind == PGD_TENSOR_COUNTER;
+    float *buf0 = host_alloc(nb), *buf1 = host_alloc(nb);
+    int64_t cnt0[8];
+    CU_ASSERT_FATAL(nc <= 8);
+    be->ops->download(be, buf0, pgd_net_buffers(net), nb * sizeof(float));
+    memcpy(cnt0, pgd_net_counters(net), nc * sizeof(int64_t));
+    be->ops->download(be, ye, pgd_net_forward(net, xd, 3, PGD_NET_EVAL, 4, &err), sizeof ye);
+    be->ops->download(be, yf, pgd_net_forward(net, xd, 3, PGD_NET_FROZEN_BN, 4, &err), sizeof yf);
+    CU_ASSERT_EQUAL(memcmp(ye, yf, sizeof ye), 0);
+    CU_ASSERT_EQUAL(pgd_net_backward(net, xd, NULL, &err), 0); /* allowed after a frozen forward */
+    be->ops->download(be, buf1, pgd_net_buffers(net), nb * sizeof(float));
+    CU_ASSERT_EQUAL(memcmp(buf0, buf1, nb * sizeof(float)), 0);
+    CU_ASSERT_EQUAL(memcmp(cnt0, pgd_net_counters(net), nc * sizeof(int64_t)), 0);
+    fd_check_mode("tiny resnet, frozen BN, batch 3", net, 3, xh, 94, 6, 24, PGD_NET_FROZEN_BN);
+    be->ops->download(be, buf1, pgd_net_buffers(net), nb * sizeof(float));
+    CU_ASSERT_EQUAL(memcmp(buf0, buf1, nb * sizeof(float)), 0);
+    free(xh);
+    free(buf0);
+    free(buf1);
+    be->ops->free(be, xd);
+    pgd_net_free(&net);
+    pgd_backend_free(&be);
+
+    be = backend();
+    net = tiny_mobilenet(be, 95);
+    move_bn(net, 96);
+    xh = random_input(2 * 3 * 8 * 8, 97);
+    fd_check_mode("tiny mobilenet block, frozen BN, batch 2", net, 2, xh, 98, 6, 24, PGD_NET_FROZEN_BN);
+    free(xh);
+    pgd_net_free(&net);
+    pgd_backend_free(&be);
+}
+
+/* A batch run in parts (pgd_net_forward_part) in frozen-BN mode: each part's outputs are the whole batch's
+ * rows byte for byte, dropout masks included, and so are the input gradients; the parameter gradients summed
+ * over the parts equal the whole batch's up to the order of the float sums. */
+static void test_forward_part(void)
+{
+    pgd_backend *be = backend();
+    pgd_err err = PGD_ERR_INIT;
+    pgd_net *net = pgd_net_new(be, &err);
+    int x = pgd_net_input(net, 4, 5, 5);
+    x = pgd_net_relu(net, pgd_net_bn(net, pgd_net_conv(net, x, "c", 6, 3, 1, 1, 1, 0), "b"), 0);
+    x = pgd_net_dropout2d(net, x, 0.4f);
+    x = pgd_net_dropout2d(net, pgd_net_global_avgpool(net, x), 0.3f);
+    pgd_net_linear(net, x, "fc", 3, 1);
+    CU_ASSERT_EQUAL_FATAL(pgd_net_finish(net, 101, &err), 0);
+    move_bn(net, 102);
+    enum { NS = 7, IN = 4 * 5 * 5, OUT = 3 };
+    CU_ASSERT_EQUAL_FATAL(pgd_net_plan(net, NS, &err), 0);
+    float *xh = random_input(NS * IN, 103), rh[NS * OUT], yall[NS * OUT], ypart[NS * OUT];
+    float *dall = host_alloc(NS * IN), *dpart = host_alloc(NS * IN);
+    fill_uniform(rh, NS * OUT, 104, -1, 1);
+    float *xd = dev_alloc(be, NS * IN), *rd = dev_alloc(be, NS * OUT), *dd = dev_alloc(be, NS * IN);
+    be->ops->upload(be, xd, xh, NS * IN * sizeof(float));
+    be->ops->upload(be, rd, rh, sizeof rh);
+    size_t pc = pgd_net_param_count(net);
+    float *gall = host_alloc(pc);
+    pgd_net_zero_grad(net);
+    be->ops->download(be, yall, pgd_net_forward(net, xd, NS, PGD_NET_FROZEN_BN, 5, &err), sizeof yall);
+    CU_ASSERT_EQUAL_FATAL(pgd_net_backward(net, rd, dd, &err), 0);
+    be->ops->download(be, dall, dd, NS * IN * sizeof(float));
+    be->ops->download(be, gall, pgd_net_grads(net), pc * sizeof(float));
+    pgd_net_zero_grad(net);
+    const int parts[4] = {0, 3, 4, NS};
+    for (int k = 0; k < 3; k++) {
+        int first = parts[k], n = parts[k + 1] - first;
+        const float *y = pgd_net_forward_part(net, xd + first * IN, n, first, PGD_NET_FROZEN_BN, 5, &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(y);
+        be->ops->download(be, ypart + first * OUT, y, (size_t)n * OUT * sizeof(float));
+        CU_ASSERT_EQUAL_FATAL(pgd_net_backward(net, rd + first * OUT, dd + first * IN, &err), 0);
+    }
+    be->ops->download(be, dpart, dd, NS * IN * sizeof(float));
+    CU_ASSERT_EQUAL(memcmp(yall, ypart, sizeof yall), 0);
+    CU_ASSERT_EQUAL(memcmp(dall, dpart, NS * IN * sizeof(float)), 0);
+    const float *gpart = pgd_net_grads(net);
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < pc; i++) {
+        worst = fmax(worst, fabs((double)gpart[i] - gall[i]));
+        scale = fmax(scale, fabs((double)gall[i]));
+    }
+    printf("\n  forward in parts 3 + 1 + 3: outputs and input gradients equal; parameter gradients max |diff| "
+           "%.2e of max %.2e", worst, scale);
+    CU_ASSERT(worst <= 1e-6 * scale);
+    /* the masks depend on the position: sample 3 run as sample 0 of its own batch gets other ones */
+    float y0[OUT];
+    be->ops->download(be, y0, pgd_net_forward_part(net, xd + 3 * IN, 1, 0, PGD_NET_FROZEN_BN, 5, &err), sizeof y0);
+    CU_ASSERT_NOT_EQUAL(memcmp(y0, yall + 3 * OUT, sizeof y0), 0);
+    /* what the part's seed relies on: seed + k * 0x9E3779B97F4A7C15 draws for e what seed draws for e + k */
+    for (uint64_t k = 0; k < 50; k += 7)
+        for (uint64_t e = 0; e < 20; e++)
+            CU_ASSERT_EQUAL(pgd_hash_uniform(12345 + k * 0x9E3779B97F4A7C15ull, e), pgd_hash_uniform(12345, e + k));
+    CU_ASSERT_PTR_NULL(pgd_net_forward_part(net, xd, 1, -1, PGD_NET_FROZEN_BN, 5, &err));
+    free(xh);
+    free(dall);
+    free(dpart);
+    free(gall);
+    be->ops->free(be, xd);
+    be->ops->free(be, rd);
+    be->ops->free(be, dd);
+    pgd_net_free(&net);
+    pgd_backend_free(&be);
+}
+
 /* --- gradients buffer, initialisation, planning ------------------------------------------------------------ */
 
 static void test_zero_grad_accumulate(void)
@@ -726,6 +880,8 @@ static const pgd_test_case cases[] = {
     {"bn_running_stats", test_bn_running_stats},
     {"train_eval", test_train_eval},
     {"dropout", test_dropout},
+    {"frozen_bn", test_frozen_bn},
+    {"forward_part", test_forward_part},
     {"zero_grad_accumulate", test_zero_grad_accumulate},
     {"init_deterministic", test_init_deterministic},
     {"plan_and_forward_limits", test_plan_and_forward_limits},

@@ -35,8 +35,12 @@ typedef struct pgd_tensor_info {
 } pgd_tensor_info;
 
 typedef enum pgd_net_mode {
-    PGD_NET_TRAIN, /* BN uses batch statistics and updates the running ones; dropout is on */
-    PGD_NET_EVAL,  /* BN uses the running statistics; dropout is off */
+    PGD_NET_TRAIN,     /* BN uses batch statistics and updates the running ones; dropout is on */
+    PGD_NET_EVAL,      /* BN uses the running statistics; dropout is off */
+    PGD_NET_FROZEN_BN, /* BN as in EVAL (running statistics, left unchanged, no count), dropout as in TRAIN; a
+                        * backward may follow: BN is then the fixed per-channel affine map it computed, so its
+                        * gamma and beta get gradients and its input gets gamma / sqrt(running_var + eps) dy.
+                        * Each sample's result depends on no other sample of the batch. */
 } pgd_net_mode;
 
 /* How new conv / linear nodes initialise their weights (pgd_net_init). */
@@ -79,9 +83,16 @@ int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err);
  * until the next forward), or NULL on failure (err set). Dropout masks come from (seed, node). */
 const float *pgd_net_forward(pgd_net *net, const float *in, int n, pgd_net_mode mode, uint64_t seed,
                              pgd_err *err);
-/* Back-propagates dout [n, out] through the last forward (which must have run in PGD_NET_TRAIN mode):
- * parameter gradients ACCUMULATE into the grads buffer; din [n, c, h, w] receives the input gradient when
- * not NULL. */
+/* pgd_net_forward of samples first .. first+n-1 of a larger batch that is run in parts: dropout draws the
+ * masks these samples get in ONE forward of the whole batch with the same seed (pgd_net_forward is first = 0).
+ * In EVAL and FROZEN_BN modes the outputs then equal the whole batch's rows (byte for byte where the backend
+ * rounds a sample alike in any batch size); in TRAIN mode batch norm still uses the statistics of the part. A
+ * backward may follow as after pgd_net_forward. */
+const float *pgd_net_forward_part(pgd_net *net, const float *in, int n, int first, pgd_net_mode mode,
+                                  uint64_t seed, pgd_err *err);
+/* Back-propagates dout [n, out] through the last forward (which must have run in PGD_NET_TRAIN or
+ * PGD_NET_FROZEN_BN mode): parameter gradients ACCUMULATE into the grads buffer; din [n, c, h, w] receives the
+ * input gradient when not NULL. */
 int pgd_net_backward(pgd_net *net, const float *dout, float *din, pgd_err *err);
 void pgd_net_zero_grad(pgd_net *net);
 

@@ -59,6 +59,7 @@ struct pgd_net {
     int max_n;
     float *scratch;                 /* [max_n * largest node output]: second and later gradient contributions */
     size_t act_bytes;
+    float *bn_ones, *bn_zeros;      /* [widest BN]: constants of the frozen-BN backward (NULL without BN) */
     unsigned char *written;         /* per node, during backward: its gradient buffer holds a contribution */
     unsigned char *needs;           /* per node, during backward: a parameter or din lies upstream */
     /* The last forward. */

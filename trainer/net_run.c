@@ -21,7 +21,9 @@ void pgd_net_release_plan(pgd_net *net)
         nd->inplace = 0;
     }
     ops->free(net->be, net->scratch);
-    net->scratch = NULL;
+    ops->free(net->be, net->bn_ones);
+    ops->free(net->be, net->bn_zeros);
+    net->scratch = net->bn_ones = net->bn_zeros = NULL;
     free(net->written);
     free(net->needs);
     net->written = net->needs = NULL;
@@ -46,6 +48,22 @@ static int can_run_inplace(const pgd_net *net, const pgd_node *nd)
     return in->op != PGD_OP_INPUT && in->op != PGD_OP_RELU && in->consumers == 1;
 }
 
+/* bn_ones and bn_zeros, [c] each (alloc zeroes). */
+static int alloc_bn_constants(pgd_net *net, size_t c, pgd_err *err)
+{
+    float *host = malloc(c * sizeof *host);
+    if (!host)
+        return pgd_fail(err, PGD_ENOMEM, "net: out of memory for %zu BN constants", c);
+    for (size_t i = 0; i < c; i++)
+        host[i] = 1.0f;
+    net->bn_ones = alloc_act(net, c);
+    net->bn_zeros = alloc_act(net, c);
+    if (net->bn_ones)
+        net->be->ops->upload(net->be, net->bn_ones, host, c * sizeof *host);
+    free(host);
+    return pgd_backend_error(net->be, err);
+}
+
 int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err)
 {
     if (!net->finished)
@@ -55,10 +73,12 @@ int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err)
     if (max_n <= net->max_n)
         return 0;
     pgd_net_release_plan(net);
-    size_t n = (size_t)max_n, largest = 1;
+    size_t n = (size_t)max_n, largest = 1, widest_bn = 0;
     for (int i = 0; i < net->node_count; i++) {
         pgd_node *nd = &net->nodes[i];
         size_t count = n * pgd_node_count(nd);
+        if (nd->op == PGD_OP_BN && (size_t)nd->c > widest_bn)
+            widest_bn = (size_t)nd->c;
         if (count > largest)
             largest = count;
         if (nd->op == PGD_OP_INPUT)
@@ -79,6 +99,10 @@ int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err)
         }
     }
     net->scratch = alloc_act(net, largest);
+    if (widest_bn && alloc_bn_constants(net, widest_bn, err) < 0) {
+        pgd_net_release_plan(net);
+        return -1;
+    }
     net->written = calloc((size_t)net->node_count, 1);
     net->needs = calloc((size_t)net->node_count, 1);
     net->max_n = max_n;
@@ -128,16 +152,19 @@ static float *grad_ptr(pgd_net *net, int t)
     return net->grads + net->tensors[t].offset;
 }
 
-/* The dropout seed of node i: a child stream of the forward's seed keyed by the node id. */
-static uint64_t node_seed(uint64_t seed, int i)
+/* The dropout seed of node i: a child stream of the forward's seed keyed by the node id, moved on by `skip`
+ * mask elements. The backends draw element e of a mask from pgd_hash_uniform(seed, e), which hashes
+ * seed + (e + 1) * 0x9E3779B97F4A7C15 (backend.h); so seed + skip * 0x9E3779B97F4A7C15 draws, for element e,
+ * what seed draws for element e + skip (tests/test_net.c checks it). */
+static uint64_t node_seed(uint64_t seed, int i, uint64_t skip)
 {
     pgd_rng root, child;
     pgd_rng_seed(&root, seed);
     child = pgd_rng_split(&root, (uint64_t)i);
-    return pgd_rng_u64(&child);
+    return pgd_rng_u64(&child) + skip * 0x9E3779B97F4A7C15ull;
 }
 
-static void forward_node(pgd_net *net, int i, int n, pgd_net_mode mode, uint64_t seed)
+static void forward_node(pgd_net *net, int i, int n, int first, pgd_net_mode mode, uint64_t seed)
 {
     pgd_backend *be = net->be;
     const pgd_backend_ops *ops = be->ops;
@@ -190,8 +217,9 @@ static void forward_node(pgd_net *net, int i, int n, pgd_net_mode mode, uint64_t
         break;
     }
     case PGD_OP_DROPOUT:
-        if (mode == PGD_NET_TRAIN)
-            ops->dropout2d_forward(be, nd->out, nd->mask, x, n, nd->c, nd->h * nd->w, nd->p, node_seed(seed, i));
+        if (mode != PGD_NET_EVAL)
+            ops->dropout2d_forward(be, nd->out, nd->mask, x, n, nd->c, nd->h * nd->w, nd->p,
+                                   node_seed(seed, i, (uint64_t)first * (uint64_t)nd->c));
         else
             nd->y = x; /* identity: the output is the input */
         break;
@@ -204,12 +232,22 @@ static void forward_node(pgd_net *net, int i, int n, pgd_net_mode mode, uint64_t
 const float *pgd_net_forward(pgd_net *net, const float *in, int n, pgd_net_mode mode, uint64_t seed,
                              pgd_err *err)
 {
+    return pgd_net_forward_part(net, in, n, 0, mode, seed, err);
+}
+
+const float *pgd_net_forward_part(pgd_net *net, const float *in, int n, int first, pgd_net_mode mode,
+                                  uint64_t seed, pgd_err *err)
+{
     if (net->max_n < 1) {
         pgd_fail(err, PGD_EINVAL, "net: forward before pgd_net_plan");
         return NULL;
     }
     if (n < 1 || n > net->max_n) {
         pgd_fail(err, PGD_EINVAL, "net: forward of %d samples, planned for 1..%d", n, net->max_n);
+        return NULL;
+    }
+    if (first < 0 || (mode != PGD_NET_TRAIN && mode != PGD_NET_EVAL && mode != PGD_NET_FROZEN_BN)) {
+        pgd_fail(err, PGD_EINVAL, "net: forward from sample %d in mode %d", first, (int)mode);
         return NULL;
     }
     if (pgd_backend_error(net->be, err) < 0)
@@ -219,7 +257,7 @@ const float *pgd_net_forward(pgd_net *net, const float *in, int n, pgd_net_mode 
         if (i == net->input)
             net->nodes[i].y = in;
         else
-            forward_node(net, i, n, mode, seed);
+            forward_node(net, i, n, first, mode, seed);
     }
     if (pgd_backend_error(net->be, err) < 0)
         return NULL;
@@ -266,6 +304,28 @@ static void grad_pass(pgd_net *net, float *din, int j, int n, const float *g)
         net->be->ops->copy(net->be, s.target, g, s.count * sizeof(float));
 }
 
+/* The backward of a BN node whose forward ran on the running statistics (PGD_NET_FROZEN_BN): y = a x + b with
+ * a = gamma invstd and invstd = 1 / sqrt(running_var + eps), both fixed. With xhat = (x - running_mean) invstd,
+ * dgamma += sum(dy xhat) and dbeta += sum(dy): what bn_backward accumulates when it is handed the running mean
+ * and invstd in place of the batch's (its input gradient, which would subtract the batch means, goes to
+ * scratch); dx = a dy is bn_forward_eval applied to dy with beta and the mean 0 (the same a as the forward,
+ * plus an exact 0). invstd itself is bn_forward_eval of ones with gamma 1. Only backend ops: both backends run it. */
+static void bn_backward_frozen(pgd_net *net, pgd_node *nd, int n, const float *g, const float *xin, float *dx)
+{
+    pgd_backend *be = net->be;
+    const pgd_backend_ops *ops = be->ops;
+    const float *gamma = tensor_ptr(net, nd->tensor), *rmean = tensor_ptr(net, nd->tensor + 2);
+    const float *rvar = tensor_ptr(net, nd->tensor + 3);
+    pgd_bn_shape one = bn_shape(nd, 1);
+    one.hw = 1;
+    ops->bn_forward_eval(be, nd->save_invstd, net->bn_ones, net->bn_ones, net->bn_zeros, net->bn_zeros, rvar, &one);
+    pgd_bn_shape sh = bn_shape(nd, n);
+    ops->bn_backward(be, net->scratch, grad_ptr(net, nd->tensor), grad_ptr(net, nd->tensor + 1), g, xin, gamma,
+                     rmean, nd->save_invstd, &sh);
+    if (dx)
+        ops->bn_forward_eval(be, dx, g, gamma, net->bn_zeros, net->bn_zeros, rvar, &sh);
+}
+
 /* Back-propagates g, node i's output gradient, into its parameters and its inputs. Only conv, BN and linear
  * nodes (with parameters) are reached with an input that needs no gradient; the others are reached only when
  * their input needs one (see mark_needs). */
@@ -296,10 +356,13 @@ static void backward_node(pgd_net *net, int i, int n, const float *g, float *din
         break;
     }
     case PGD_OP_BN: {
-        /* bn_backward always writes an input gradient: to scratch when nobody needs it */
         pgd_bn_shape sh = bn_shape(nd, n);
-        ops->bn_backward(be, need_x ? s.dst : net->scratch, grad_ptr(net, nd->tensor), grad_ptr(net, nd->tensor + 1),
-                         g, xin, tensor_ptr(net, nd->tensor), nd->save_mean, nd->save_invstd, &sh);
+        if (net->last_mode == PGD_NET_FROZEN_BN)
+            bn_backward_frozen(net, nd, n, g, xin, need_x ? s.dst : NULL);
+        else /* bn_backward always writes an input gradient: to scratch when nobody needs it */
+            ops->bn_backward(be, need_x ? s.dst : net->scratch, grad_ptr(net, nd->tensor),
+                             grad_ptr(net, nd->tensor + 1), g, xin, tensor_ptr(net, nd->tensor), nd->save_mean,
+                             nd->save_invstd, &sh);
         break;
     }
     case PGD_OP_LINEAR:
@@ -353,7 +416,7 @@ int pgd_net_backward(pgd_net *net, const float *dout, float *din, pgd_err *err)
 {
     if (net->last_n < 1)
         return pgd_fail(err, PGD_EINVAL, "net: backward without a forward");
-    if (net->last_mode != PGD_NET_TRAIN)
+    if (net->last_mode == PGD_NET_EVAL)
         return pgd_fail(err, PGD_EINVAL, "net: backward after an eval-mode forward");
     if (pgd_backend_error(net->be, err) < 0)
         return -1;

@@ -13,12 +13,13 @@ struct pgd_patchgd {
     pgd_net *f, *g;
     pgd_optim *opt_f, *opt_g;
     int s, mn, classes;
+    int per;                /* patches per forward of f: max_patches, or min(inner_chunk, max_patches) */
     size_t patch_bytes;     /* p * p * c */
     /* backend memory */
-    uint8_t *u8;            /* [max_patches, p, p, c] */
-    float *x;               /* [max_patches, c, p, p] */
-    uint32_t *cells;        /* [max_patches] */
-    float *dfeat;           /* [max_patches, s] */
+    uint8_t *u8;            /* [per, p, p, c] */
+    float *x;               /* [per, c, p, p] */
+    uint32_t *cells;        /* [per] */
+    float *dfeat;           /* [per, s] */
     float *z, *dz;          /* [max_images, s, mn] */
     int32_t *labels;        /* [max_images] */
     float *loss, *probs, *dlogits;
@@ -58,7 +59,23 @@ static int check_cfg(const pgd_patchgd_cfg *c, pgd_net *f, pgd_net *g, pgd_err *
                         pgd_net_out_count(f), c->m, c->n);
     if (pgd_net_backend(f) != pgd_net_backend(g))
         return pgd_fail(err, PGD_EINVAL, "patchgd: the backbone and the head are on different backends");
+    if (c->inner_chunk < 0)
+        return pgd_fail(err, PGD_EINVAL, "patchgd: inner_chunk %d is negative", c->inner_chunk);
+    if (c->freeze_bn && c->fill_train_mode)
+        return pgd_fail(err, PGD_EINVAL, "patchgd: freeze_bn keeps the backbone's batch-norm statistics; Z-filling "
+                                         "in train mode (fill_train_mode) would move them");
+    /* BN's running statistics are the only buffers a net has */
+    if (c->inner_chunk > 0 && !c->freeze_bn && pgd_net_buffer_count(f) > 0)
+        return pgd_fail(err, PGD_EINVAL, "patchgd: inner_chunk needs freeze_bn: the backbone has batch norm, which "
+                                         "in train mode normalises each chunk by its own statistics, so a chunked "
+                                         "step would not be the step over all the patches");
     return 0;
+}
+
+/* Patches per forward of f for max_patches: min(inner_chunk, max_patches), or max_patches without chunks. */
+static int forward_size(const pgd_patchgd_cfg *c, int max_patches)
+{
+    return c->inner_chunk > 0 && c->inner_chunk < max_patches ? c->inner_chunk : max_patches;
 }
 
 pgd_patchgd *pgd_patchgd_new(pgd_net *f, pgd_net *g, pgd_optim *opt_f, pgd_optim *opt_g,
@@ -79,7 +96,8 @@ pgd_patchgd *pgd_patchgd_new(pgd_net *f, pgd_net *g, pgd_optim *opt_f, pgd_optim
     pg->mn = cfg->m * cfg->n;
     pg->classes = (int)pgd_net_out_count(g);
     pg->patch_bytes = (size_t)cfg->patch * cfg->patch * cfg->channels;
-    size_t np = (size_t)cfg->max_patches, nz = (size_t)cfg->max_images * pg->s * pg->mn;
+    pg->per = forward_size(cfg, cfg->max_patches);
+    size_t np = (size_t)pg->per, nz = (size_t)cfg->max_images * pg->s * pg->mn;
     size_t ni = (size_t)cfg->max_images, nc = ni * pg->classes;
     pgd_backend *be = pg->be;
     pg->u8 = be->ops->alloc(be, np * pg->patch_bytes);
@@ -97,7 +115,7 @@ pgd_patchgd *pgd_patchgd_new(pgd_net *f, pgd_net *g, pgd_optim *opt_f, pgd_optim
     if (!pg->seen || !pg->loss_host)
         pgd_fail(err, PGD_ENOMEM, "patchgd: out of memory");
     if (pgd_backend_error(be, err) != 0 || !pg->seen || !pg->loss_host ||
-        pgd_net_plan(f, cfg->max_patches, err) != 0 || pgd_net_plan(g, cfg->max_images, err) != 0) {
+        pgd_net_plan(f, pg->per, err) != 0 || pgd_net_plan(g, cfg->max_images, err) != 0) {
         pgd_patchgd_free(&pg);
         return NULL;
     }
@@ -149,8 +167,8 @@ int pgd_patchgd_fill(pgd_patchgd *pg, const uint8_t *pixels, const uint32_t *cel
     if (count < 0 || check_cells(pg, cells, count, pg->cfg.max_images, 0, err) != 0)
         return pgd_fail(err, PGD_EINVAL, "patchgd: bad fill of %d patches", count);
     pgd_net_mode mode = pg->cfg.fill_train_mode ? PGD_NET_TRAIN : PGD_NET_EVAL;
-    for (int done = 0; done < count; done += pg->cfg.max_patches) {
-        int n = count - done < pg->cfg.max_patches ? count - done : pg->cfg.max_patches;
+    for (int done = 0; done < count; done += pg->per) {
+        int n = count - done < pg->per ? count - done : pg->per;
         load_patches(pg, pixels + (size_t)done * pg->patch_bytes, cells + done, n);
         const float *feat = pgd_net_forward(pg->f, pg->x, n, mode, mix(mix(pg->cfg.seed, KEY_FILL), pg->fills++), err);
         if (!feat)
@@ -172,13 +190,53 @@ static int update(pgd_patchgd *pg, pgd_err *err)
     return 0;
 }
 
+/* Step 1 of an inner step: the count fresh patches through f in forwards of at most pg->per patches (one
+ * forward without inner_chunk), each output scattered into its Z cells. Patch i is sample i of the step
+ * wherever it falls (pgd_net_forward_part), so dropout draws the masks of a single forward of all of them.
+ * The last forward's activations stay in f for backward_chunks. */
+static int forward_chunks(pgd_patchgd *pg, const uint8_t *pixels, const uint32_t *cells, int count,
+                          pgd_net_mode mode, uint64_t seed, pgd_err *err)
+{
+    for (int done = 0; done < count; done += pg->per) {
+        int n = count - done < pg->per ? count - done : pg->per;
+        load_patches(pg, pixels + (size_t)done * pg->patch_bytes, cells + done, n);
+        const float *feat = pgd_net_forward_part(pg->f, pg->x, n, done, mode, seed, err);
+        if (!feat)
+            return -1;
+        pg->be->ops->z_scatter(pg->be, pg->z, feat, pg->cells, n, pg->s, pg->mn);
+    }
+    return 0;
+}
+
+/* Step 3: dZ at the fresh cells back-propagated into f's parameter gradients (+=), chunk by chunk from the
+ * last, whose activations (and patches and cells) the forward left in place; every other chunk is forwarded
+ * again first, with the same samples and seed as in forward_chunks, so the same activations and masks. */
+static int backward_chunks(pgd_patchgd *pg, const uint8_t *pixels, const uint32_t *cells, int count,
+                           pgd_net_mode mode, uint64_t seed, pgd_err *err)
+{
+    int last = (count - 1) / pg->per * pg->per;
+    for (int done = last; done >= 0; done -= pg->per) {
+        int n = count - done < pg->per ? count - done : pg->per;
+        if (done != last) {
+            load_patches(pg, pixels + (size_t)done * pg->patch_bytes, cells + done, n);
+            if (!pgd_net_forward_part(pg->f, pg->x, n, done, mode, seed, err))
+                return -1;
+        }
+        pg->be->ops->z_gather(pg->be, pg->dfeat, pg->dz, pg->cells, n, pg->s, pg->mn);
+        if (pgd_net_backward(pg->f, pg->dfeat, NULL, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 int pgd_patchgd_inner(pgd_patchgd *pg, const uint8_t *pixels, const uint32_t *cells, int count,
                       const int32_t *labels, int images, float *loss, pgd_err *err)
 {
     pgd_backend *be = pg->be;
-    if (images < 1 || images > pg->cfg.max_images || count < 1 || count > pg->cfg.max_patches)
+    int most = pg->cfg.inner_chunk > 0 ? pg->cfg.max_images * pg->mn : pg->cfg.max_patches;
+    if (images < 1 || images > pg->cfg.max_images || count < 1 || count > most)
         return pgd_fail(err, PGD_EINVAL, "patchgd: an inner step takes 1..%d images and 1..%d patches, not %d and %d",
-                        pg->cfg.max_images, pg->cfg.max_patches, images, count);
+                        pg->cfg.max_images, most, images, count);
     for (int i = 0; i < images; i++)
         if (labels[i] < 0 || labels[i] >= pg->classes)
             return pgd_fail(err, PGD_EINVAL, "patchgd: label %d of image %d is outside 0..%d", labels[i], i,
@@ -186,21 +244,17 @@ int pgd_patchgd_inner(pgd_patchgd *pg, const uint8_t *pixels, const uint32_t *ce
     if (check_cells(pg, cells, count, images, 1, err) != 0)
         return -1;
     uint64_t seed = mix(mix(pg->cfg.seed, KEY_INNER), (uint64_t)pg->steps);
-    load_patches(pg, pixels, cells, count);
-    const float *feat = pgd_net_forward(pg->f, pg->x, count, PGD_NET_TRAIN, mix(seed, 1), err);
-    if (!feat)
+    pgd_net_mode mode = pg->cfg.freeze_bn ? PGD_NET_FROZEN_BN : PGD_NET_TRAIN;
+    if (forward_chunks(pg, pixels, cells, count, mode, mix(seed, 1), err) != 0)
         return -1;
-    be->ops->z_scatter(be, pg->z, feat, pg->cells, count, pg->s, pg->mn);
     const float *logits = pgd_net_forward(pg->g, pg->z, images, PGD_NET_TRAIN, mix(seed, 2), err);
     if (!logits)
         return -1;
     be->ops->upload(be, pg->labels, labels, (size_t)images * sizeof(int32_t));
     be->ops->xent_forward(be, pg->loss, pg->probs, logits, pg->labels, images, pg->classes);
     be->ops->xent_backward(be, pg->dlogits, pg->probs, pg->labels, images, pg->classes, 1.0f / (float)images);
-    if (pgd_net_backward(pg->g, pg->dlogits, pg->dz, err) != 0)
-        return -1;
-    be->ops->z_gather(be, pg->dfeat, pg->dz, pg->cells, count, pg->s, pg->mn);
-    if (pgd_net_backward(pg->f, pg->dfeat, NULL, err) != 0)
+    if (pgd_net_backward(pg->g, pg->dlogits, pg->dz, err) != 0 ||
+        backward_chunks(pg, pixels, cells, count, mode, mix(seed, 1), err) != 0)
         return -1;
     be->ops->download(be, pg->loss_host, pg->loss, (size_t)images * sizeof(float));
     if (pgd_backend_error(be, err) != 0)
@@ -251,8 +305,13 @@ int pgd_patchgd_reserve(pgd_patchgd *pg, int patches, pgd_err *err)
 {
     if (patches <= pg->cfg.max_patches)
         return 0;
+    int per = forward_size(&pg->cfg, patches);
+    if (per <= pg->per) {
+        pg->cfg.max_patches = patches;
+        return 0;
+    }
     pgd_backend *be = pg->be;
-    size_t np = (size_t)patches;
+    size_t np = (size_t)per;
     void *old[] = {pg->u8, pg->x, pg->cells, pg->dfeat};
     for (size_t i = 0; i < sizeof old / sizeof old[0]; i++)
         be->ops->free(be, old[i]);
@@ -260,9 +319,10 @@ int pgd_patchgd_reserve(pgd_patchgd *pg, int patches, pgd_err *err)
     pg->x = be->ops->alloc(be, np * pg->patch_bytes * sizeof(float));
     pg->cells = be->ops->alloc(be, np * sizeof(uint32_t));
     pg->dfeat = be->ops->alloc(be, np * pg->s * sizeof(float));
-    if (pgd_backend_error(be, err) != 0 || pgd_net_plan(pg->f, patches, err) != 0)
+    if (pgd_backend_error(be, err) != 0 || pgd_net_plan(pg->f, per, err) != 0)
         return -1;
     pg->cfg.max_patches = patches;
+    pg->per = per;
     return 0;
 }
 

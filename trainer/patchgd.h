@@ -15,9 +15,20 @@ typedef struct pgd_patchgd_cfg {
     int max_images;         /* B: Z slots */
     int m, n;               /* grid */
     int patch, channels;    /* p, c of the patches */
-    int max_patches;        /* patches per backbone forward (fill chunks; an inner step must fit in one) */
+    int max_patches;        /* patches per backbone forward (fill chunks; an inner step must fit in one
+                             * without inner_chunk) */
     int epsilon;            /* inner steps accumulated per optimizer update (Algorithm 1) */
     int fill_train_mode;    /* 1: BN uses batch statistics during Z-filling (the reference code); 0: eval */
+    int freeze_bn;          /* 1: f's BN keeps its running statistics: inner steps run f in PGD_NET_FROZEN_BN
+                             * mode (BN on the running statistics, gamma and beta still trained, dropout on);
+                             * needs fill_train_mode 0, which would move them. 0: f in train mode */
+    int inner_chunk;        /* 0: an inner step runs f once on its count <= max_patches patches, keeping their
+                             * activations. c > 0: every forward of f takes at most min(c, max_patches) patches;
+                             * an inner step takes any count: forwards without backward to fill Z, g, then per
+                             * chunk a forward again and the backward of that chunk's slice of dZ. f's memory is
+                             * that of one chunk whatever k. The same step as c = 0: f's gradients up to float
+                             * summation order, the rest byte for byte where the backend rounds a patch alike in
+                             * any batch size (docs/trainer.md). Needs freeze_bn when f has batch norm. */
     float mean[4], std[4];  /* per-channel normalisation of the uint8 pixels */
     uint64_t seed;          /* dropout masks derive from (seed, inner step) */
 } pgd_patchgd_cfg;
@@ -37,7 +48,8 @@ int pgd_patchgd_fill(pgd_patchgd *pg, const uint8_t *pixels, const uint32_t *cel
 /* One inner iteration of Algorithm 1 over the images in slots 0..images-1: f WITH gradient on the count
  * fresh patches, their Z cells overwritten, g on Z, mean cross-entropy against labels[images], backward
  * into g and through the fresh cells only into f. Gradients accumulate; every epsilon-th call applies
- * one optimizer update with the gradients divided by epsilon. *loss receives the mean loss. */
+ * one optimizer update with the gradients divided by epsilon. *loss receives the mean loss. count is at most
+ * max_patches, or any number of distinct cells with inner_chunk (run in chunks, see pgd_patchgd_cfg). */
 int pgd_patchgd_inner(pgd_patchgd *pg, const uint8_t *pixels, const uint32_t *cells, int count,
                       const int32_t *labels, int images, float *loss, pgd_err *err);
 
@@ -54,7 +66,9 @@ int pgd_patchgd_predict(pgd_patchgd *pg, int images, float *probs, pgd_err *err)
 /* The softmax of the last inner step's train-mode forward: probs (host, [images, classes]). */
 int pgd_patchgd_train_probs(pgd_patchgd *pg, int images, float *probs, pgd_err *err);
 
-/* Make room for `patches` per backbone forward (an inner step must fit in one); Z is kept. */
+/* Raise max_patches to `patches` (an inner step without inner_chunk must fit in one forward); Z is kept. The
+ * buffers and f's activations grow to min(inner_chunk, patches) patches with inner_chunk, so at most to one
+ * chunk. */
 int pgd_patchgd_reserve(pgd_patchgd *pg, int patches, pgd_err *err);
 
 /* Z (backend memory, [max_images, s, m*n]) and the inner steps taken. */

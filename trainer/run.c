@@ -190,7 +190,10 @@ static int on_batch(pgd_run *r, const pgd_wire_msg *m, pgd_err *err)
                         (long long)r->o.batch_size);
     if ((h->flags & PGD_WIRE_FLAG_INNER) && !r->opt_f)
         return pgd_fail(err, PGD_EINVAL, "a train stream needs a trainable model");
-    if (r->pg && pgd_patchgd_reserve(r->pg, (int)(h->n_images * h->patches_per_image), err) != 0)
+    /* Z-filling, eval and infer messages go through the backbone in chunks of max_patches; an inner step's
+     * patches in one forward (or chunks of inner_chunk). */
+    if (r->pg && (h->flags & PGD_WIRE_FLAG_INNER) &&
+        pgd_patchgd_reserve(r->pg, (int)(h->n_images * h->patches_per_image), err) != 0)
         return -1;
     int rc = r->pg ? (map_images(r, m, err) == 0 ? on_patchgd(r, m, err) : -1) : on_gd(r, m, err);
     if (rc != 0)
@@ -279,6 +282,9 @@ static int run(pgd_run *r, pgd_err *err)
 {
     if (check_arch(r->o.arch, err) != 0)
         return -1;
+    if (r->o.inner_chunk > 0 && !r->o.freeze_bn)
+        return pgd_fail(err, PGD_EINVAL, "inner_chunk: chunked inner steps need freeze_bn (the backbones' batch "
+                                         "norm would see other statistics per chunk)");
     if (pgd_run_resume_check(r, err) != 0)
         return -1;
     if ((r->batches_per_epoch = count_batches(&r->o, &r->manifest_images, err)) < 0 || pgd_run_out_open(r, err) != 0)

@@ -34,6 +34,8 @@ typedef struct pgd_run_opts {
     int64_t max_patches;    /* most patches per backbone forward; 0: the largest message */
     int64_t epsilon;        /* inner steps per update; 0: all inner steps of a batch */
     int fill_mode;          /* PGD_FILL_: BN statistics during Z-filling */
+    int freeze_bn;          /* the backbone's BN keeps its running statistics (PatchGD) */
+    int64_t inner_chunk;    /* patches per backbone forward of an inner step; 0: one forward */
     int optimizer;          /* PGD_OPT_ */
     double lr, weight_decay, momentum;
     int64_t epochs, warmup_epochs;

@@ -55,7 +55,8 @@ static int build_patchgd(pgd_run *r, const pgd_wire_header *h, int train, pgd_er
                          .max_patches = r->o.max_patches ? (int)r->o.max_patches : largest,
                          .epsilon = r->o.epsilon ? (int)r->o.epsilon : 1 << 30,
                          /* evaluation and inference fill Z with the running statistics (eval mode) */
-                         .fill_train_mode = train && r->o.fill_mode == PGD_FILL_TRAIN, .seed = seed};
+                         .fill_train_mode = train && r->o.fill_mode == PGD_FILL_TRAIN && !r->o.freeze_bn,
+                         .freeze_bn = r->o.freeze_bn, .inner_chunk = (int)r->o.inner_chunk, .seed = seed};
     memcpy(c.mean, mean_rgb, sizeof c.mean);
     memcpy(c.std, std_rgb, sizeof c.std);
     r->pg = pgd_patchgd_new(r->f, r->g, r->opt_f, r->opt_g, &c, err);

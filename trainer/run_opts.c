@@ -24,6 +24,12 @@ static const pgd_cfg_opt opts[] = {
      "patches per backbone forward (memory); 0: the largest message", 0},
     {"epsilon", PGD_CFG_INT, O(epsilon), "0", 0, 1 << 20, NULL,
      "inner steps accumulated per update; 0: all inner steps of an image batch", 0},
+    {"freeze_bn", PGD_CFG_BOOL, O(freeze_bn), "no", 0, 0, NULL,
+     "PatchGD: the backbone's batch norm keeps its running statistics (Z-filling and inner steps); gamma and "
+     "beta are still trained", 0},
+    {"inner_chunk", PGD_CFG_INT, O(inner_chunk), "0", 0, 1 << 24, NULL,
+     "PatchGD: patches per backbone forward of an inner step, recomputed for the backward, so memory does not "
+     "grow with k (needs freeze_bn); 0: one forward", 0},
     {"fill_mode", PGD_CFG_ENUM, O(fill_mode), "train", 0, 0, "train|eval",
      "batch norm during Z-filling of train streams: batch statistics (as the reference code) or running ones; eval and infer streams always use running ones", 0},
     {"optimizer", PGD_CFG_ENUM, O(optimizer), "adam", 0, 0, "adam|adamw|sgd", "the optimizer", 0},
