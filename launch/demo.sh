@@ -5,7 +5,8 @@
 #
 # Settings (environment): PGD_BUILD (build/), PGD_DEMO_DIR (demo-run/, replaced), PGD_DEMO_TRAIN (720
 # training slides), PGD_DEMO_VAL (120 held-out slides), PGD_DEMO_EPOCHS (PatchGD epochs, 10),
-# PGD_DEMO_GD_EPOCHS (GD epochs, 10), PGD_DEMO_LOADERS (cores - 1, at least 1).
+# PGD_DEMO_GD_EPOCHS (GD epochs, 10), PGD_DEMO_LOADERS (cores - 1, at least 1), PGD_DEMO_DEVICE (cpu: small_cnn
+# on the CPU backend; cuda: resnet50 on the CUDA backend, whose results on a GPU are not verified yet).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 B=${PGD_BUILD:-$root/build}
@@ -16,6 +17,7 @@ epochs=${PGD_DEMO_EPOCHS:-10}
 gd_epochs=${PGD_DEMO_GD_EPOCHS:-10}
 cores=$(nproc)
 loaders=${PGD_DEMO_LOADERS:-$((cores > 1 ? cores - 1 : 1))}
+device=${PGD_DEMO_DEVICE:-cpu}
 
 # The task: slides fitted into 256 x 256 (the design size of the synthetic structures), cut into an 8 x 8
 # grid of 32 px patches. Two memory budgets, as in the paper's 16 GB / 4 GB comparison: per image and inner
@@ -32,7 +34,12 @@ task=(--task panda --width 512 --height 384 --fit "$fit" --gland-density 1 --tum
 # tissue layout of each training slide by heart (with a flattening head PatchGD fits the 720 training slides
 # and stays at chance on held-out ones).
 head=(--proj 64 --head-width 64 --head-pool)
-model=(--arch small_cnn --classes 6 --batch-size "$batch" --seed 1 --threads 1)
+case $device in
+cpu) model=(--arch small_cnn --threads 1) ;;
+cuda) model=(--arch resnet50 --device cuda) ;;
+*) echo "demo: PGD_DEMO_DEVICE must be cpu or cuda, not '$device'" >&2; exit 2 ;;
+esac
+model+=(--classes 6 --batch-size "$batch" --seed 1)
 
 for b in pgd-synth pgd-sampler pgd-loader pgd-trainer; do
   [ -x "$B/$b" ] || { echo "demo: $B/$b is not built (run make demo)" >&2; exit 2; }
@@ -69,11 +76,12 @@ graph() {
   t0=$(date +%s%N)
   "$B/pgd-trainer" run --connect "ipc://$dir/consumer" --run-dir "$dir" "$@" 2>"$dir/trainer.log" || rc=$?
   echo $((($(date +%s%N) - t0) / 1000000000)) >"$dir/seconds"
+  [ "$rc" = 0 ] || kill "$sp" 2>/dev/null || true # a failed trainer: the sampler need not wait for it
   wait "$sp" || { [ "$rc" != 0 ] || rc=1; }
   for p in "${pids[@]:1}"; do wait "$p" 2>/dev/null || true; done
   pids=()
   if [ "$rc" != 0 ]; then
-    tail -5 "$dir/trainer.log" "$dir/sampler.log" >&2
+    tail -n 5 "$dir/trainer.log" "$dir/sampler.log" >&2
     echo "demo: $tag failed (logs in $dir)" >&2
     exit 1
   fi
