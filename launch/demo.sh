@@ -122,13 +122,13 @@ pair 4 0.0625 0.25 64
 num() { [[ $2 =~ ^-?[0-9] ]] && printf "$1" "$2" || printf 'n/a'; } # FORMAT VALUE ("null" -> n/a)
 row() { # BUDGET METHOD INPUT TAG
   local m=$out/$4-eval/metrics.jsonl t=$out/$4/metrics.jsonl
-  printf '| %s | %s | %s | %s | %s | %s s | %s MB |\n' "$1" "$2" "$3" "$(num %.3f "$(field "$m" eval accuracy)")" \
-    "$(num %.3f "$(field "$m" eval qwk)")" "$(cat "$out/$4/seconds")" "$(num %.0f "$(field "$t" train peak_rss_mb)")"
+  printf '| %s | %s | %s | %s | %s | %s s | %s MiB |\n' "$1" "$2" "$3" "$(num %.3f "$(field "$m" eval accuracy)")" \
+    "$(num %.3f "$(field "$m" eval qwk)")" "$(cat "$out/$4/seconds")" "$(num %.1f "$(field "$t" train backend_peak_mb)")"
 }
 acc() { field "$out/$1-eval/metrics.jsonl" eval accuracy; }
 gap() { awk -v a="$(acc "$1")" -v b="$(acc "$2")" 'BEGIN { if (a == "" || b == "") print "n/a"; else printf "%+.3f", a - b }'; }
 {
-  echo "| budget (pixels with gradient per image and step) | method | what the network sees | held-out accuracy | held-out QWK | training time | trainer peak memory |"
+  echo "| budget (pixels with gradient per image and step) | method | what the network sees | held-out accuracy | held-out QWK | training time | backend peak memory |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
   row "128 x 128" PatchGD "${fit}x${fit}, 8x8 patches of ${patch} px, 16 with gradient per step" patchgd-16
   row "128 x 128" GD "the image at 128x128" gd-128
