@@ -153,11 +153,16 @@ validated=-1
 
 # json_field LINE KEY: KEY's value in a metrics line
 json_field() { grep -o "\"$2\":[^,}]*" <<<"$1" | head -1 | cut -d: -f2; }
+# num LINE KEY [SCALE [DIGITS]]: a metrics value x SCALE, rounded for people (null stays null)
+num() {
+  awk -v v="$(json_field "$1" "$2")" -v k="${3:-1}" -v d="${4:-4}" \
+    'BEGIN { if (v ~ /^-?[0-9]/) { x = v * k; if (x < 5e-5 && x > -5e-5) x = 0; printf "%.*f", d, x } else printf "%s", v }'
+}
 # the best validation so far: "qwk Q at epoch E" (epochs counted from 1)
 best_note() {
   local b
   b=$(cat "$run/best.json" 2>/dev/null) || { echo "none yet"; return; }
-  echo "qwk $(json_field "$b" qwk) at epoch $(($(json_field "$b" epoch) + 1))"
+  echo "qwk $(num "$b" qwk) at epoch $(($(json_field "$b" epoch) + 1))"
 }
 
 stop_now() { # the trainer's status, 1 when it ended well but the run is cut short
@@ -189,8 +194,8 @@ validate() { # EPOCH: the validation fold through the eval graph with the epoch'
   line=$(grep '"phase":"eval"' "$d/metrics.jsonl" | tail -1)
   printf '%s\n' "$line" >>"$run/metrics.jsonl"
   echo "$e" >"$run/validated.tmp" && mv "$run/validated.tmp" "$run/validated"
-  say "epoch $((e + 1))/$epochs validation: loss $(json_field "$line" loss), accuracy $(json_field "$line" accuracy)," \
-    "qwk $(json_field "$line" qwk); best $(best_note)"
+  say "epoch $((e + 1))/$epochs validation: loss $(num "$line" loss), accuracy $(num "$line" accuracy)," \
+    "qwk $(num "$line" qwk); best $(best_note)"
 }
 
 # a checkpoint saved but not validated yet (the run stopped between the two graphs)
@@ -214,8 +219,8 @@ for ((e = next; e < epochs; e++)); do
   zstore_cleanup "$zstore" "$zstore_keep"
   [ "$GRAPH_RC" = 0 ] && [ -z "$STOP_SIGNAL" ] || stop_now "$GRAPH_RC"
   line=$(grep '"phase":"train"' "$run/metrics.jsonl" | tail -1)
-  say "epoch $((e + 1))/$epochs training: loss $(json_field "$line" loss), accuracy $(json_field "$line" accuracy)," \
-    "$(json_field "$line" images_per_s) images/s, data wait $(json_field "$line" data_wait)"
+  say "epoch $((e + 1))/$epochs training: loss $(num "$line" loss), accuracy $(num "$line" accuracy)," \
+    "$(num "$line" images_per_s 1 1) images/s, data wait $(num "$line" data_wait 100 1)%"
   [ "$folds" -lt 2 ] || validate "$e"
 done
 if [ "$folds" -ge 2 ]; then
