@@ -20,23 +20,30 @@ CFLAGS += -std=c11 -D_GNU_SOURCE $(WARN) -pthread -fno-strict-aliasing -I. -Icom
 LDLIBS := -Wl,--as-needed -lopenblas -lopenslide -ltiff -lturbojpeg -lzmq -lpng -lz -lm -lrt -pthread
 TEST_LDLIBS := -lcunit
 
+CFLAGS_BASE = $(filter-out -fsanitize=% -fno-sanitize-recover=%,$(CFLAGS))
 ifeq ($(SANITIZE),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
 
-# --- CUDA detection: nvcc + cudnn.h under CUDA_HOME (default /usr/local/cuda) --------------------------
+# --- CUDA detection: nvcc under CUDA_HOME (default /usr/local/cuda), cudnn.h under CUDNN_HOME (when set),
+# CUDA_HOME or /usr/include. cuDNN may live apart (CUDNN_HOME: Python's nvidia/cudnn, say), and so may cuBLAS
+# and the CUDA runtime (CUDA_EXTRA_HOMES: more folders with include/ and lib/, e.g. CUDA 12's pip packages
+# nvidia/cublas and nvidia/cuda_runtime); tests/gpu/env.sh finds and sets them (docs/gpu.md).
 CUDA_HOME ?= /usr/local/cuda
+CUDNN_HOME ?=
+CUDA_EXTRA_HOMES ?=
 NVCC := $(wildcard $(CUDA_HOME)/bin/nvcc)
-CUDNN_H := $(firstword $(wildcard $(CUDA_HOME)/include/cudnn.h /usr/include/cudnn.h \
-                                  /usr/include/x86_64-linux-gnu/cudnn.h))
+CUDNN_H := $(firstword $(wildcard $(if $(CUDNN_HOME),$(CUDNN_HOME)/include/cudnn.h) $(CUDA_HOME)/include/cudnn.h \
+                                  /usr/include/cudnn.h /usr/include/x86_64-linux-gnu/cudnn.h))
 ifneq ($(and $(NVCC),$(CUDNN_H)),)
 HAVE_CUDA := 1
 CUDA_VERSION := $(shell $(NVCC) --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')
 CUDA_MSG := found: nvcc $(CUDA_VERSION) ($(NVCC)), cudnn.h ($(CUDNN_H))
 else
 HAVE_CUDA := 0
-CUDA_MSG := not found (need $(CUDA_HOME)/bin/nvcc and cudnn.h; set CUDA_HOME): CPU-only build
+CUDA_MSG := not found (need $(CUDA_HOME)/bin/nvcc and cudnn.h; set CUDA_HOME, CUDNN_HOME or source tests/gpu/env.sh): \
+            CPU-only build
 endif
 ifeq ($(MAKELEVEL),0)
 ifeq ($(filter deps clean,$(MAKECMDGOALS)),)
@@ -45,22 +52,39 @@ endif
 endif
 CFLAGS += -DPGD_HAVE_CUDA=$(HAVE_CUDA)
 
-# --- CUDA sources (trainer/*.cu -> libpgd_trainer.a), only when CUDA was found ------------------------------
+# --- CUDA sources (trainer/*.cu -> libpgd_cuda.so), only when CUDA was found ----------------------------
+# The CUDA backend is a shared library that the trainer loads when asked for the cuda device
+# (trainer/cuda_load.c), so that every program starts without the CUDA libraries, which only it links.
 # sm_80 (A100) and sm_90 (H100/H200) machine code, plus compute_90 PTX for newer GPUs. -fmad=false keeps our
 # kernels' float arithmetic the CPU reference's (no fused multiply-add): the optimizer matches it to the bit.
-# nvcc objects are never sanitized; SANITIZE=1 still links them.
+# The library is never sanitized (SANITIZE=1 programs load it as it is).
 CUDA_SRC := $(wildcard trainer/*.cu)
-CUDA_OBJ :=
+CUDA_LIB :=
 ifeq ($(HAVE_CUDA),1)
-CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(CUDA_SRC))
+CUDA_LIB := $(BUILD)/libpgd_cuda.so
+CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj-pic/%.cu.o,$(CUDA_SRC))
+CUDA_PIC := $(BUILD)/obj-pic/trainer/gpu_pool.o $(BUILD)/obj-pic/common/err.o
 NVCC_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
              -gencode arch=compute_90,code=compute_90
 NVCCFLAGS ?= -O2 -g -lineinfo
 NVCCFLAGS += -std=c++17 $(NVCC_ARCH) -fmad=false -Werror all-warnings \
-             -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter,-fno-strict-aliasing \
+             -Xcompiler -fPIC,-Wall,-Wextra,-Werror,-Wno-unused-parameter,-fno-strict-aliasing \
              -D_GNU_SOURCE -DPGD_HAVE_CUDA=1 -I. -Icommon
-LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart -lstdc++
+ifneq ($(strip $(CUDNN_HOME) $(CUDA_EXTRA_HOMES)),)
+NVCCFLAGS += $(addprefix -I,$(wildcard $(addsuffix /include,$(CUDNN_HOME) $(CUDA_EXTRA_HOMES))))
 endif
+# The library folder of each home (lib64, else lib), searched and put in the rpath in this order. A library
+# whose plain name (libcudnn.so) is in none of them is linked by its first versioned name (-l:libcudnn.so.9):
+# pip wheels ship only those. Not found at all: -lNAME, from the linker's default folders.
+comma := ,
+CUDA_LIB_DIRS := $(foreach h,$(CUDNN_HOME) $(CUDA_HOME) $(CUDA_EXTRA_HOMES),\
+                   $(firstword $(wildcard $(h)/lib64 $(h)/lib)))
+cuda_lib = $(if $(wildcard $(addsuffix /lib$(1).so,$(CUDA_LIB_DIRS))),-l$(1),$(or $(addprefix -l:,$(notdir \
+             $(firstword $(sort $(wildcard $(addsuffix /lib$(1).so.[0-9]*,$(CUDA_LIB_DIRS))))))),-l$(1)))
+CUDA_LDLIBS := $(addprefix -L,$(CUDA_LIB_DIRS)) $(addprefix -Wl$(comma)-rpath$(comma),$(CUDA_LIB_DIRS)) \
+               $(call cuda_lib,cudnn) $(call cuda_lib,cublas) $(call cuda_lib,cudart) -lstdc++
+endif
+LDLIBS += -ldl
 
 # --- sources ----------------------------------------------------------------------------------------
 # common/*.c -> libpgd_common.a. For each process folder D: D/main.c is the pgd-D binary, D/X_main.c the
@@ -86,15 +110,23 @@ BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all test check asan fuzz bench deps clean demo gpu-check
 .SECONDARY:
-all: $(LIBS) $(BINS) $(TESTS) $(GPU_TOOLS) $(BENCHES)
+all: $(LIBS) $(CUDA_LIB) $(BINS) $(TESTS) $(GPU_TOOLS) $(BENCHES)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/obj/%.cu.o: %.cu
+$(BUILD)/obj-pic/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $(@:.o=.d) -c $< -o $@
+
+# The C files the CUDA library needs, compiled again as position-independent code without sanitizers.
+$(BUILD)/obj-pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -fPIC -MMD -MP -c $< -o $@
+
+$(CUDA_LIB): $(CUDA_OBJ) $(CUDA_PIC)
+	$(CC) -shared -Wl,-Bsymbolic -Wl,--no-undefined $^ $(CUDA_LDLIBS) -lm -o $@
 
 $(BUILD)/libpgd_common.a: $(call obj,$(COMMON_SRC))
 	@rm -f $@
@@ -108,7 +140,6 @@ $(BUILD)/pgd-$(1): $(call obj,$(1)/main.c) $(LIBS)
 	$(CC) $(LDFLAGS) $$< $(LIBS) $(LDLIBS) -o $$@
 endef
 $(foreach d,$(PROCS),$(eval $(call proc_rules,$(d))))
-$(BUILD)/libpgd_trainer.a: $(CUDA_OBJ)
 define tool_rule
 $(BUILD)/pgd-$(patsubst %_main.c,%,$(notdir $(1))): $(call obj,$(1)) $(LIBS)
 	$(CC) $(LDFLAGS) $$< $(LIBS) $(LDLIBS) -o $$@
@@ -128,7 +159,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $< $(LIBS) $(LDLIBS) -o $@
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/obj-pic -name '*.d' 2>/dev/null)
 
 # --- running ----------------------------------------------------------------------------------------
 deps:
@@ -147,8 +178,9 @@ bench: all
 
 # Every GPU check in one command (docs/gpu.md): the GPU op suite, the allocator suite and the PyTorch
 # comparisons. Fails when the build has no CUDA or the machine no CUDA device: it is the explicit GPU command.
-gpu-check: all
-	@HAVE_CUDA=$(HAVE_CUDA) bash tests/gpu/check.sh $(BUILD)
+# check.sh builds (all) itself, so that it can name a missing library (tests/gpu/env.sh, fetch-deps.sh).
+gpu-check:
+	@HAVE_CUDA=$(HAVE_CUDA) MAKE='$(MAKE)' bash tests/gpu/check.sh $(BUILD)
 
 # The main job: synthetic slides, PatchGD and GD trained and evaluated, a table (launch/demo.sh).
 demo: deps

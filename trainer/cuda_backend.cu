@@ -249,7 +249,7 @@ static pgd_backend_ops make_ops(void)
 
 static const pgd_backend_ops cuda_ops = make_ops();
 
-int pgd_cuda_device_count(char *why, size_t why_len)
+int pgd_cuda_lib_device_count(char *why, size_t why_len)
 {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
@@ -264,10 +264,10 @@ int pgd_cuda_device_count(char *why, size_t why_len)
     return count > 0 ? count : 0;
 }
 
-pgd_backend *pgd_backend_cuda_new(int device, double mem_budget_gb, pgd_err *err)
+pgd_backend *pgd_cuda_lib_backend_new(int device, double mem_budget_gb, pgd_err *err)
 {
     char why[256] = "";
-    int count = pgd_cuda_device_count(why, sizeof why);
+    int count = pgd_cuda_lib_device_count(why, sizeof why);
     if (count == 0) {
         pgd_fail(err, PGD_EINVAL, "cuda backend: no CUDA device: %s", why);
         return NULL;

@@ -10,6 +10,11 @@
 extern "C" {
 #include "trainer/backend.h"
 #include "trainer/gpu_pool.h"
+
+/* The entry points of libpgd_cuda.so, found with dlsym by trainer/cuda_load.c (pgd_backend_cuda_new and
+ * pgd_cuda_device_count of backend.h). */
+pgd_backend *pgd_cuda_lib_backend_new(int device, double mem_budget_gb, pgd_err *err);
+int pgd_cuda_lib_device_count(char *why, size_t why_len);
 }
 
 struct pgd_cuda_conv; /* cuda_conv.cu: the per-shape descriptor and algorithm cache */
