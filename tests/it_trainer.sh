@@ -3,7 +3,7 @@
 # training for 2 epochs, the same weights on a rerun (with Z mirrored to a zstore segment), 1 epoch + resume =
 # 2 epochs byte for byte, evaluation and inference with the checkpoint (Z in the zstore and as .npy / PNG files),
 # evaluation with Z filled in chunks of max_patches (same scores, less backend memory), frozen-BN training with
-# inner steps in chunks, GD, bad options; pgd-trainer embed's exit codes.
+# inner steps in chunks, GD, a memory budget (an auto plan, refusals), bad options; pgd-trainer embed's exit codes.
 set -u
 B=${PGD_BUILD:-build}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/it_trainer.XXXXXX")
@@ -132,6 +132,48 @@ graph k1 1 "$fit --epochs 1 --sampling 0.25" "${model[@]}" --freeze-bn --inner-c
 "$B/pgd-trainer" run --connect "ipc://$tmp/none" --inner-chunk 2 >/dev/null 2>"$tmp/bad.log"
 [ $? = 2 ] || fail "inner_chunk without freeze_bn: exit 2"
 grep -q "inner_chunk: chunked inner steps need freeze_bn" "$tmp/bad.log" || { cat "$tmp/bad.log"; fail "inner_chunk error"; }
+
+# --- a memory budget (docs/trainer.md, "Memory budget"): an auto plan with chunks is logged and trains; a budget
+# that fits nothing, or a GD batch beyond it, is refused before anything runs (exit 2); without frozen BN an inner
+# step that does not fit one forward is refused at that step (exit 1), naming --freeze-bn --inner-chunk ---------
+graph m1 1 "$fit --epochs 1 --sampling 0.25" "${model[@]}" --freeze-bn --mem-gb 0.004
+grep -q "memory plan: budget 4.10 MiB = backend 0.0 MiB + nets .* inner steps in chunks of 3" "$tmp/m1.trainer.log" \
+  || { cat "$tmp/m1.trainer.log"; fail "the memory plan line"; }
+[ "$(grep -c '"phase":"train"' "$tmp/m1/metrics.jsonl")" = 1 ] || fail "a run within a budget"
+peak=$(grep -o '"backend_peak_mb":[0-9.]*' "$tmp/m1/metrics.jsonl" | cut -d: -f2)
+awk -v p="$peak" 'BEGIN { exit !(p > 0 && p <= 0.004 * 1024) }' || fail "backend_peak_mb $peak is over the budget"
+# graph_refused TAG "SAMPLER-ARGS" TRAINER-ARGS...: the trainer is expected to fail; the sampler is then stopped
+graph_refused() {
+  local tag=$1 sargs=$2; shift 2
+  # shellcheck disable=SC2086
+  "$B/pgd-sampler" --manifest "$tmp/s/train.csv" --loaders-endpoint "ipc://$tmp/$tag.l" \
+    --consumer-endpoint "ipc://$tmp/$tag.c" --heartbeat-ms 100 --heartbeat-timeout-ms 2000 $sargs \
+    2>"$tmp/$tag.sampler.log" &
+  local sp=$!
+  "$B/pgd-loader" serve --connect "ipc://$tmp/$tag.l" --heartbeat-ms 100 2>"$tmp/$tag.loader.log" &
+  local lp=$!
+  pids=("$sp" "$lp")
+  "$B/pgd-trainer" run --connect "ipc://$tmp/$tag.c" --run-dir "$tmp/$tag" --idle-ms 60000 "$@" \
+    >"$tmp/$tag.out" 2>"$tmp/$tag.trainer.log"
+  trainer_rc=$?
+  kill "$sp" "$lp" 2>/dev/null
+  wait "$sp" "$lp" 2>/dev/null
+  pids=()
+}
+graph_refused m2 "$fit --epochs 1 --sampling 0.25" "${model[@]}" --freeze-bn --mem-gb 0.00001
+[ "$trainer_rc" = 2 ] || { cat "$tmp/m2.trainer.log"; fail "a budget that fits nothing: exit 2, not $trainer_rc"; }
+grep -q "memory budget 0.01 MiB: one patch per backbone forward needs .* MiB fixed.*not even one patch per forward \
+fits" \
+  "$tmp/m2.trainer.log" || { cat "$tmp/m2.trainer.log"; fail "the budget refusal names the numbers"; }
+graph_refused m3 "$fit --epochs 1 --sampling 0.25" "${model[@]}" --mem-gb 0.0025
+[ "$trainer_rc" = 1 ] || { cat "$tmp/m3.trainer.log"; fail "an inner step over the budget: exit 1, not $trainer_rc"; }
+grep -q "an inner step of 8 patches (k x B) in one forward needs .*at most 1 patch per forward fit; use --freeze-bn \
+--inner-chunk 1" "$tmp/m3.trainer.log" || { cat "$tmp/m3.trainer.log"; fail "the inner-step refusal's hint"; }
+graph_refused g2 "--fit-size 64 --patch 64 --batch-size 3 --epochs 1 --sampling 1 --seed 5" --method gd \
+  --arch small_cnn --classes 6 --batch-size 3 --epochs 1 --threads 1 --mem-gb 0.0025
+[ "$trainer_rc" = 2 ] || { cat "$tmp/g2.trainer.log"; fail "a GD batch over the budget: exit 2, not $trainer_rc"; }
+grep -q "memory budget 2.56 MiB: a GD step of 3 images (batch_size) needs .*at most 1 image per forward fit" \
+  "$tmp/g2.trainer.log" || { cat "$tmp/g2.trainer.log"; fail "the GD refusal names the numbers"; }
 
 # --- bad options: exit 2 before anything runs ------------------------------------------------------------------
 "$B/pgd-trainer" run --connect "ipc://$tmp/none" --arch nope >/dev/null 2>"$tmp/bad.log"

@@ -61,3 +61,13 @@ void pgd_backend_mem_stats(pgd_backend *be, pgd_mem_stats *st)
     if (be && be->ops->mem_stats)
         be->ops->mem_stats(be, st);
 }
+
+int pgd_backend_set_budget(pgd_backend *be, size_t bytes, pgd_err *err)
+{
+    if (!be->ops->set_budget)
+        return pgd_fail(err, PGD_EINVAL, "%s backend: the memory budget is set when the backend is made",
+                        be->ops->name);
+    if (be->ops->set_budget(be, bytes) != 0)
+        return pgd_fail(err, PGD_EINVAL, "%s backend: cannot take a budget of %zu bytes", be->ops->name, bytes);
+    return 0;
+}

@@ -190,6 +190,11 @@ typedef struct pgd_backend_ops {
 
     /* --- memory counters (may be NULL: pgd_backend_mem_stats then reports zeros) ---------------------- */
     void (*mem_stats)(pgd_backend *be, pgd_mem_stats *st);
+
+    /* --- a cap on the bytes alloc may hold (may be NULL: the backend takes its cap at creation, as the CUDA
+     * backend does, and pgd_backend_set_budget refuses). 0: no cap. Returns 0, or -1 when the backend cannot
+     * take it. --------------------------------------------------------------------------------------------- */
+    int (*set_budget)(pgd_backend *be, size_t bytes);
 } pgd_backend_ops;
 
 struct pgd_backend {
@@ -216,6 +221,13 @@ int pgd_cuda_device_count(char *why, size_t why_len);
 
 /* The backend's memory counters (zeros for a backend without them). */
 void pgd_backend_mem_stats(pgd_backend *be, pgd_mem_stats *st);
+
+/* Caps the bytes the backend's alloc calls may hold at `bytes` (0: no cap), counted as pgd_mem_stats counts
+ * in_use; an alloc that would pass it fails with a message naming the request, the budget and the bytes in use
+ * (the sticky error, PGD_ENOMEM). The CPU backend takes it at any time (its conv scratch buffers are outside
+ * it: see docs/trainer.md, "Memory budget"); the CUDA backend takes its cap at creation (mem_budget_gb), so
+ * this fails with PGD_EINVAL there. */
+int pgd_backend_set_budget(pgd_backend *be, size_t bytes, pgd_err *err);
 
 /* Frees the backend and sets *be to NULL (NULL is fine). */
 void pgd_backend_free(pgd_backend **be);

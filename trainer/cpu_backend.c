@@ -17,6 +17,18 @@ typedef struct cpu_state {
 /* No host has this much memory: refuse before asking malloc (a sanitizer would abort instead of failing). */
 #define CPU_MAX_ALLOC ((size_t)1 << 40)
 
+static void *over_budget(pgd_backend *be, size_t bytes)
+{
+    cpu_state *impl = be->impl;
+    impl->mem.failures++;
+    pgd_backend_fail(be, PGD_ENOMEM,
+                     "cpu memory: tensor of %zu bytes (%.1f MiB) is over the budget of %zu bytes (%.1f MiB), %zu "
+                     "bytes (%.1f MiB) in use",
+                     bytes, bytes / 1048576.0, impl->mem.budget, impl->mem.budget / 1048576.0, impl->mem.in_use,
+                     impl->mem.in_use / 1048576.0);
+    return NULL;
+}
+
 static void *cpu_alloc(pgd_backend *be, size_t bytes)
 {
     if (be->err.code)
@@ -26,8 +38,14 @@ static void *cpu_alloc(pgd_backend *be, size_t bytes)
                          CPU_MAX_ALLOC);
         return NULL;
     }
-    void *p = calloc(1, bytes ? bytes : 1);
     cpu_state *impl = be->impl;
+    if (impl->mem.budget && (bytes > impl->mem.budget || impl->mem.in_use > impl->mem.budget - bytes))
+        return over_budget(be, bytes);
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (p && impl->mem.budget && impl->mem.in_use + malloc_usable_size(p) > impl->mem.budget) {
+        free(p);
+        return over_budget(be, bytes);
+    }
     if (!p) {
         impl->mem.failures++;
         pgd_backend_fail(be, PGD_ENOMEM, "cpu alloc of %zu bytes", bytes);
@@ -54,6 +72,13 @@ static void cpu_mem_stats(pgd_backend *be, pgd_mem_stats *st)
 {
     cpu_state *impl = be->impl;
     *st = impl->mem;
+}
+
+static int cpu_set_budget(pgd_backend *be, size_t bytes)
+{
+    cpu_state *impl = be->impl;
+    impl->mem.budget = bytes;
+    return 0;
 }
 
 static void cpu_copy(pgd_backend *be, void *dst, const void *src, size_t bytes)
@@ -140,6 +165,7 @@ static const pgd_backend_ops cpu_ops = {
     .z_gather = pgd_cpu_z_gather,
     .destroy = cpu_destroy,
     .mem_stats = cpu_mem_stats,
+    .set_budget = cpu_set_budget,
 };
 
 pgd_backend *pgd_backend_cpu_new(int threads, pgd_err *err)

@@ -79,6 +79,10 @@ int pgd_net_init(pgd_net *net, uint64_t seed, pgd_err *err);
 /* --- running --- */
 /* Allocate activations for batches of up to max_n samples (again to grow; a smaller n always fits). */
 int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err);
+/* The backend bytes pgd_net_plan(net, n) allocates for its activations, each buffer's size passed through
+ * round (the backend's allocation granularity; NULL: as requested). Computed, nothing is allocated; the net
+ * must be finished (0 otherwise). The memory planner (trainer/plan.h) sizes chunks with it. */
+size_t pgd_net_plan_bytes(const pgd_net *net, int n, size_t (*round)(size_t bytes));
 /* in: [n, c, h, w] in backend memory. Returns the output [n, out] (backend memory, owned by the net, valid
  * until the next forward), or NULL on failure (err set). Dropout masks come from (seed, node). */
 const float *pgd_net_forward(pgd_net *net, const float *in, int n, pgd_net_mode mode, uint64_t seed,

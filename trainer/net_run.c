@@ -117,6 +117,39 @@ int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err)
     return 0;
 }
 
+static size_t rounded(size_t (*round)(size_t), size_t count)
+{
+    size_t bytes = count * sizeof(float);
+    return round ? round(bytes) : bytes;
+}
+
+size_t pgd_net_plan_bytes(const pgd_net *net, int n, size_t (*round)(size_t bytes))
+{
+    if (!net->finished || n < 1)
+        return 0;
+    size_t total = 0, largest = 1, widest_bn = 0;
+    for (int i = 0; i < net->node_count; i++) {
+        const pgd_node *nd = &net->nodes[i];
+        size_t count = (size_t)n * pgd_node_count(nd);
+        if (nd->op == PGD_OP_BN && (size_t)nd->c > widest_bn)
+            widest_bn = (size_t)nd->c;
+        if (count > largest)
+            largest = count;
+        if (nd->op == PGD_OP_INPUT)
+            continue;
+        if (!can_run_inplace(net, nd))
+            total += 2 * rounded(round, count);
+        if (nd->op == PGD_OP_BN)
+            total += 2 * rounded(round, (size_t)nd->c);
+        else if (nd->op == PGD_OP_DROPOUT)
+            total += rounded(round, (size_t)n * (size_t)nd->c);
+    }
+    total += rounded(round, largest);
+    if (widest_bn)
+        total += 2 * rounded(round, widest_bn);
+    return total;
+}
+
 /* --- forward ---------------------------------------------------------------------------------------------- */
 
 static pgd_conv_shape conv_shape(const pgd_net *net, const pgd_node *nd, int n)

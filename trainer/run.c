@@ -193,6 +193,9 @@ static int on_batch(pgd_run *r, const pgd_wire_msg *m, pgd_err *err)
     /* Z-filling, eval and infer messages go through the backbone in chunks of max_patches; an inner step's
      * patches in one forward (or chunks of inner_chunk). */
     if (r->pg && (h->flags & PGD_WIRE_FLAG_INNER) &&
+        pgd_run_plan_inner(r, (int)(h->n_images * h->patches_per_image), err) != 0)
+        return -1;
+    if (r->pg && (h->flags & PGD_WIRE_FLAG_INNER) &&
         pgd_patchgd_reserve(r->pg, (int)(h->n_images * h->patches_per_image), err) != 0)
         return -1;
     int rc = r->pg ? (map_images(r, m, err) == 0 ? on_patchgd(r, m, err) : -1) : on_gd(r, m, err);

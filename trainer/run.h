@@ -14,6 +14,7 @@
 #include "trainer/net.h"
 #include "trainer/optim.h"
 #include "trainer/patchgd.h"
+#include "trainer/plan.h"
 #include "zstore/zstore.h"
 
 enum { PGD_METHOD_PATCHGD = 0, PGD_METHOD_GD = 1 };
@@ -45,6 +46,8 @@ typedef struct pgd_run_opts {
     int device;             /* PGD_DEVICE_: the compute backend */
     int64_t gpu;            /* CUDA device index */
     double gpu_mem_gb;      /* cap on the CUDA backend's device memory, GiB (0: the device's) */
+    double mem_gb;          /* the memory budget the trainer plans within, GiB, any backend (0: gpu_mem_gb on cuda,
+                             * else none) */
     char *weights;          /* initial weights (safetensors), or the model to evaluate */
     char *skip;             /* tensor-name prefix not loaded from weights ("fc.") */
     char *run_dir;          /* metrics.jsonl, model.safetensors, state.safetensors, predictions.csv */
@@ -88,6 +91,8 @@ typedef struct pgd_run {
     pgd_optim *opt_f, *opt_g;
     pgd_patchgd *pg;
     pgd_gd *gd;
+    pgd_plan plan;          /* the memory plan (plan.req.budget 0: no budget) */
+    int plan_chunk;         /* the inner_chunk the plan settled on (0: an inner step in one forward) */
     int built, patch, channels, grid_m, grid_n;
     int64_t batches_per_epoch; /* from the manifest, for the schedule; 0: unknown */
     int64_t manifest_images;   /* rows of the manifest; 0: unknown */
@@ -137,8 +142,14 @@ static inline int pgd_run_argmax(const float *probs, int classes)
 /* pgd-trainer run (argv[0] is "run"). Returns a PGD_EXIT_ code. */
 int pgd_run_main(int argc, char **argv);
 
-/* run_model.c: build the nets for the first message's shape, load weights, make optimizers. */
+/* run_model.c: build the nets for the first message's shape, load weights, make optimizers; with a memory budget,
+ * plan max_patches and inner_chunk within it (or refuse, PGD_EINVAL, before anything runs). */
 int pgd_run_build(pgd_run *r, const pgd_wire_header *h, pgd_err *err);
+/* The memory budget in bytes (mem_gb, else gpu_mem_gb on cuda; 0: none). */
+size_t pgd_run_budget(const pgd_run_opts *o);
+/* An inner step of `count` patches against the plan: -1 with a message when it needs one forward that does not
+ * fit (no budget, or chunked steps: 0). */
+int pgd_run_plan_inner(const pgd_run *r, int count, pgd_err *err);
 void pgd_run_unbuild(pgd_run *r);
 
 /* Metadata keys of model.safetensors that a resumed run reads: optimizer updates, image batches trained

@@ -1,4 +1,6 @@
-/* run_model.c: `pgd-trainer run` builds its nets from the first message's shape, loads weights, makes optimizers. */
+/* run_model.c: `pgd-trainer run` builds its nets from the first message's shape, loads weights, makes optimizers,
+ * plans its memory. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +41,81 @@ static int make_optimizers(pgd_run *r, pgd_err *err)
     return 0;
 }
 
+size_t pgd_run_budget(const pgd_run_opts *o)
+{
+    double gb = o->mem_gb > 0 ? o->mem_gb : o->device == PGD_DEVICE_CUDA ? o->gpu_mem_gb : 0;
+    return gb > 0 ? (size_t)(gb * 1073741824.0) : 0;
+}
+
+/* The plan of the built nets (and optimizers when training) within the budget. */
+static int plan_make(pgd_run *r, int train, pgd_err *err)
+{
+    size_t budget = pgd_run_budget(&r->o);
+    pgd_plan_req req = {.f = r->f, .g = r->g, .moments = !train ? 0 : r->o.optimizer == PGD_OPT_SGD ? 1 : 2,
+                        .images = (int)r->o.batch_size, .budget = budget,
+                        .overhead = pgd_plan_overhead(r->be, budget)};
+    return pgd_plan_make(&req, &r->plan, err);
+}
+
+/* Logs the plan and caps a backend that takes a budget now (the CPU backend; CUDA took it at creation). */
+static int plan_apply(pgd_run *r, int fill, int chunk, pgd_err *err)
+{
+    char line[512];
+    pgd_plan_describe(&r->plan, fill, chunk, line, sizeof line);
+    pgd_info("%s", line);
+    return r->be->ops->set_budget ? pgd_backend_set_budget(r->be, r->plan.req.budget, err) : 0;
+}
+
+int pgd_run_plan_inner(const pgd_run *r, int count, pgd_err *err)
+{
+    if (!r->plan.req.budget || !r->g || r->plan_chunk > 0 || count <= r->plan.most)
+        return 0;
+    char what[96], hint[160];
+    snprintf(what, sizeof what, "an inner step of %d patches (k x B) in one forward", count);
+    if (r->o.freeze_bn)
+        snprintf(hint, sizeof hint, "set --inner-chunk %d (or 0 with a budget: auto)", r->plan.most);
+    else
+        snprintf(hint, sizeof hint, "use --freeze-bn --inner-chunk %d (chunked steps need frozen batch norm)",
+                 r->plan.most > 0 ? r->plan.most : 1);
+    return pgd_plan_check(&r->plan, count, what, hint, err);
+}
+
+/* With a budget: max_patches and inner_chunk left at 0 become the largest that fit (chunks only with freeze_bn);
+ * set ones are checked. largest: the first message's patches. */
+static int plan_patchgd(pgd_run *r, const pgd_wire_header *h, int train, int largest, pgd_patchgd_cfg *c,
+                        pgd_err *err)
+{
+    if (!pgd_run_budget(&r->o))
+        return 0;
+    if (plan_make(r, train, err) != 0)
+        return -1;
+    const pgd_plan *p = &r->plan;
+    char what[96];
+    if (r->o.max_patches > 0) {
+        snprintf(what, sizeof what, "max_patches %lld", (long long)r->o.max_patches);
+        if (pgd_plan_check(p, (int)r->o.max_patches, what, "lower max_patches, or 0 picks it", err) != 0)
+            return -1;
+    } else {
+        if (p->most == 0)
+            return pgd_plan_check(p, 1, "one patch per backbone forward", NULL, err);
+        c->max_patches = largest < p->most ? largest : p->most;
+    }
+    int chunk = 0;
+    if (r->o.inner_chunk > 0) {
+        snprintf(what, sizeof what, "inner_chunk %lld", (long long)r->o.inner_chunk);
+        if (pgd_plan_check(p, (int)r->o.inner_chunk, what, "lower inner_chunk, or 0 picks it", err) != 0)
+            return -1;
+        chunk = (int)r->o.inner_chunk;
+    } else if (train && r->o.freeze_bn) {
+        chunk = p->most;
+    }
+    c->inner_chunk = chunk;
+    r->plan_chunk = chunk;
+    if (train && (h->flags & PGD_WIRE_FLAG_INNER) && pgd_run_plan_inner(r, largest, err) != 0)
+        return -1;
+    return plan_apply(r, c->max_patches, train ? chunk : -1, err);
+}
+
 static int build_patchgd(pgd_run *r, const pgd_wire_header *h, int train, pgd_err *err)
 {
     uint64_t seed = (uint64_t)r->o.seed;
@@ -59,6 +136,8 @@ static int build_patchgd(pgd_run *r, const pgd_wire_header *h, int train, pgd_er
                          .freeze_bn = r->o.freeze_bn, .inner_chunk = (int)r->o.inner_chunk, .seed = seed};
     memcpy(c.mean, mean_rgb, sizeof c.mean);
     memcpy(c.std, std_rgb, sizeof c.std);
+    if (plan_patchgd(r, h, train, largest, &c, err) != 0)
+        return -1;
     r->pg = pgd_patchgd_new(r->f, r->g, r->opt_f, r->opt_g, &c, err);
     return r->pg ? 0 : -1;
 }
@@ -78,6 +157,15 @@ static int build_gd(pgd_run *r, const pgd_wire_header *h, int train, pgd_err *er
                     .seed = seed};
     memcpy(c.mean, mean_rgb, sizeof c.mean);
     memcpy(c.std, std_rgb, sizeof c.std);
+    if (pgd_run_budget(&r->o)) {
+        char what[96];
+        snprintf(what, sizeof what, "a GD step of %d images (batch_size)", c.max_images);
+        if (plan_make(r, train, err) != 0 ||
+            pgd_plan_check(&r->plan, c.max_images, what, "lower batch_size: GD runs a batch in one forward",
+                           err) != 0 ||
+            plan_apply(r, c.max_images, 0, err) != 0)
+            return -1;
+    }
     r->gd = pgd_gd_new(r->f, r->opt_f, &c, err);
     return r->gd ? 0 : -1;
 }
@@ -91,7 +179,9 @@ int pgd_run_build(pgd_run *r, const pgd_wire_header *h, pgd_err *err)
         return pgd_fail(err, PGD_EINVAL, "a message has %u images, more than batch_size %zu", h->n_images, B);
     if (h->channels < 1 || h->channels > 4)
         return pgd_fail(err, PGD_EINVAL, "patches with %u channels (1..4 are supported)", h->channels);
-    r->be = r->o.device == PGD_DEVICE_CUDA ? pgd_backend_cuda_new((int)r->o.gpu, r->o.gpu_mem_gb, err)
+    /* the CUDA allocator's cap: gpu_mem_gb, else the memory budget */
+    double cap_gb = r->o.gpu_mem_gb > 0 ? r->o.gpu_mem_gb : r->o.mem_gb;
+    r->be = r->o.device == PGD_DEVICE_CUDA ? pgd_backend_cuda_new((int)r->o.gpu, cap_gb, err)
                                            : pgd_backend_cpu_new((int)r->o.threads, err);
     if (!r->be)
         return -1;

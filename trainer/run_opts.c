@@ -47,7 +47,12 @@ static const pgd_cfg_opt opts[] = {
     {"device", PGD_CFG_ENUM, O(device), "cpu", 0, 0, "cpu|cuda", "compute backend (docs/gpu.md)", 0},
     {"gpu", PGD_CFG_INT, O(gpu), "0", 0, 1024, NULL, "CUDA device index", 0},
     {"gpu_mem_gb", PGD_CFG_FLOAT, O(gpu_mem_gb), "0", 0, 1e6, NULL,
-     "cap on the CUDA backend's device memory in GiB (0: the device's)", 0},
+     "cap on the CUDA backend's device memory in GiB (0: the device's; also the memory budget when mem_gb is 0)",
+     0},
+    {"mem_gb", PGD_CFG_FLOAT, O(mem_gb), "0", 0, 1e6, NULL,
+     "memory budget in GiB on any backend: max_patches and inner_chunk left at 0 are chosen to fit it, set ones "
+     "and GD batches are checked against it (the CPU backend is capped at it; cuda: also the allocator's cap "
+     "unless gpu_mem_gb is set); 0: gpu_mem_gb on cuda, else none", 0},
     {"credit", PGD_CFG_INT, O(credit), "2", 1, 1024, NULL, "BATCH messages asked for ahead", 0},
     {"weights", PGD_CFG_STRING, O(weights), NULL, 0, 0, NULL,
      "safetensors to start from (training) or to evaluate with", 0},
