@@ -3,6 +3,7 @@
 #define PGD_MANIFEST_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "err.h"
@@ -70,5 +71,9 @@ int pgd_manifest_kfold(const pgd_manifest *m, int k, uint64_t seed, int *fold, p
  * (slide paths then come from the reader's slide_dir and ext again); plain: path[,label],id with the resolved
  * paths. Fields are quoted when they need it. Written to a temporary file and renamed over path. */
 int pgd_manifest_write(const pgd_manifest *m, const unsigned char *keep, const char *path, pgd_err *err);
+
+/* Write s as one CSV field, quoted (quotes doubled) when it holds a comma, a quote, a line break or edge blanks,
+ * so that this module's reader gives s back. */
+void pgd_manifest_put_field(FILE *f, const char *s);
 
 #endif

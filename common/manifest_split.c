@@ -34,8 +34,7 @@ int pgd_manifest_kfold(const pgd_manifest *m, int k, uint64_t seed, int *fold, p
     return 0;
 }
 
-/* A CSV field, quoted when it holds a comma, a quote, a line break or edge blanks. */
-static void put_field(FILE *f, const char *s)
+void pgd_manifest_put_field(FILE *f, const char *s)
 {
     size_t n = strlen(s);
     if (strpbrk(s, ",\"\r\n") == NULL && (n == 0 || (s[0] != ' ' && s[0] != '\t' && s[n - 1] != ' ' &&
@@ -75,23 +74,23 @@ static void write_rows(FILE *f, const pgd_manifest *m, const unsigned char *keep
         if (!panda && e->path[0] != '/' && cwd[0]) { /* relative to where we run: made absolute */
             char full[8200];
             snprintf(full, sizeof full, "%s/%s", cwd, e->path);
-            put_field(f, full);
+            pgd_manifest_put_field(f, full);
         } else {
-            put_field(f, panda ? e->id : e->path);
+            pgd_manifest_put_field(f, panda ? e->id : e->path);
         }
         if (m->labeled)
             fprintf(f, ",%d", e->label);
         if (!panda) {
             fputc(',', f);
-            put_field(f, e->id);
+            pgd_manifest_put_field(f, e->id);
         }
         if (panda && prov) {
             fputc(',', f);
-            put_field(f, e->provider ? e->provider : "");
+            pgd_manifest_put_field(f, e->provider ? e->provider : "");
         }
         if (panda && gle) {
             fputc(',', f);
-            put_field(f, e->gleason ? e->gleason : "");
+            pgd_manifest_put_field(f, e->gleason ? e->gleason : "");
         }
         fputc('\n', f);
     }

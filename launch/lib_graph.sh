@@ -9,6 +9,12 @@
 # ---- messages -----------------------------------------------------------------------------------------
 say() { printf '%s %s: %s\n' "$(date -u +%H:%M:%S)" "$PGD_TAG" "$*"; }
 die_usage() { echo "$PGD_TAG: $*" >&2; exit 2; }
+need_binaries() { # the graph's programs are built in $B
+  local b
+  for b in pgd-sampler pgd-loader pgd-trainer; do
+    [ -x "$B/$b" ] || die_usage "$B/$b is not built (make, or set PGD_BUILD)"
+  done
+}
 
 # ---- config files: [section] then key = value; '#' and ';' start comments; values may be "quoted" ----------
 declare -gA CONF=()

@@ -52,9 +52,7 @@ while [ $# -gt 0 ]; do
     *) usage >&2; die_usage "unknown argument '$1'" ;;
   esac
 done
-for b in pgd-sampler pgd-loader pgd-trainer; do
-  [ -x "$B/$b" ] || die_usage "$B/$b is not built (make, or set PGD_BUILD)"
-done
+need_binaries
 
 if [ -n "$resume" ]; then
   run=$resume

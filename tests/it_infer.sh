@@ -4,25 +4,9 @@
 # rerun skips the slides done (and retries the failed one); a manifest instead of a folder; SIGTERM mid-job then a
 # rerun completes the table with no slide twice; bad arguments exit 2; no child process or segment left behind.
 set -u
-B=${PGD_BUILD:-build}
-B=$(cd "$B" && pwd)
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/it_infer.XXXXXX")
-bg=""
-cleanup() {
-  [ -z "$bg" ] || kill -KILL "$bg" 2>/dev/null
-  for f in "$tmp"/*/logs/*/pids "$tmp"/*/logs/*/*/pids; do
-    [ -f "$f" ] || continue
-    for p in $(awk '{print $2}' "$f"); do # only what still runs our binaries
-      [[ $(cat "/proc/$p/comm" 2>/dev/null) == pgd-* ]] && kill -KILL "$p" 2>/dev/null
-    done
-  done
-  rm -f "/dev/shm/pgd.it_infer.$$"
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-for b in pgd-sampler pgd-trainer pgd-loader pgd-synth; do [ -x "$B/$b" ] || fail "$B/$b is not built"; done
-export PGD_BUILD=$B
+TEST=it_infer
+# shellcheck source=tests/launch_lib.sh
+source "$(dirname "$0")/launch_lib.sh"
 
 "$B/pgd-synth" --task panda --count 6 --out "$tmp/s" --width 640 --height 480 --seed 3 --quiet || fail "pgd-synth"
 cat >"$tmp/t.conf" <<'EOF'
@@ -53,18 +37,6 @@ bash launch/panda.sh --data "$tmp/s" --run "$tmp/run" --config "$tmp/t.conf" --p
   || { tail -20 "$tmp/run.out"; fail "training the model"; }
 [ -s "$tmp/run/model.safetensors" ] || fail "no model"
 
-clean() { # OUT: every process of every graph gone, with its segments
-  local f p n=0
-  for f in "$1"/logs/*/pids; do
-    [ -f "$f" ] || continue
-    for p in $(awk '{print $2}' "$f"); do
-      n=$((n + 1))
-      [[ $(cat "/proc/$p/comm" 2>/dev/null) != pgd-* ]] || fail "$1: process $p is still running"
-      ! ls /dev/shm/pgd-batch."$p".* /dev/shm/pgd-patch."$p".* >/dev/null 2>&1 || fail "$1: a segment of $p is left"
-    done
-  done
-  [ "$n" -gt 0 ] || fail "$1: no graph was started"
-}
 ids() { tail -n +2 "$1" | cut -d, -f1 | sort; }
 
 # --- a folder with a corrupt slide: 5 ok rows, 1 error row with its reason, Z files of the 5 ---------------------

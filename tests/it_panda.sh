@@ -6,25 +6,9 @@
 # corrupt slide is reported and left out; bad arguments exit 2; no child process or shared-memory segment is
 # left behind by any of them.
 set -u
-B=${PGD_BUILD:-build}
-B=$(cd "$B" && pwd)
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/it_panda.XXXXXX")
-bg=""
-cleanup() {
-  [ -z "$bg" ] || kill -KILL "$bg" 2>/dev/null
-  for f in "$tmp"/*/logs/*/*/pids; do
-    [ -f "$f" ] || continue
-    for p in $(awk '{print $2}' "$f"); do # only what still runs our binaries
-      [[ $(cat "/proc/$p/comm" 2>/dev/null) == pgd-* ]] && kill -KILL "$p" 2>/dev/null
-    done
-  done
-  rm -f "/dev/shm/pgd.it_panda.$$"
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-for b in pgd-sampler pgd-trainer pgd-loader pgd-synth; do [ -x "$B/$b" ] || fail "$B/$b is not built"; done
-export PGD_BUILD=$B
+TEST=it_panda
+# shellcheck source=tests/launch_lib.sh
+source "$(dirname "$0")/launch_lib.sh"
 
 "$B/pgd-synth" --task panda --count 10 --out "$tmp/s" --width 640 --height 480 --seed 3 --quiet || fail "pgd-synth"
 cat >"$tmp/t.conf" <<'EOF'
@@ -56,19 +40,6 @@ warmup_epochs = 1
 log_every = 1
 EOF
 
-# clean RUN: every process the run started is gone, and so are their shared-memory segments
-clean() {
-  local f p n=0
-  for f in "$1"/logs/*/*/pids; do
-    [ -f "$f" ] || continue
-    for p in $(awk '{print $2}' "$f"); do
-      n=$((n + 1))
-      [[ $(cat "/proc/$p/comm" 2>/dev/null) != pgd-* ]] || fail "$1: process $p ($(grep " $p\$" "$f" | cut -d' ' -f1)) is still running"
-      ! ls /dev/shm/pgd-batch."$p".* /dev/shm/pgd-patch."$p".* >/dev/null 2>&1 || fail "$1: a segment of $p is left"
-    done
-  done
-  [ "$n" -gt 0 ] || fail "$1: no graph was started"
-}
 lines() { grep -c "\"phase\":\"$2\"" "$1/metrics.jsonl"; }
 wait_for() { # FILE PATTERN SECONDS
   local i

@@ -11,6 +11,7 @@
 #include "file.h"
 #include "json_parse.h"
 #include "log.h"
+#include "manifest.h"
 #include "tfevents.h"
 #include "trainer/run.h"
 
@@ -157,22 +158,6 @@ int pgd_run_best(pgd_run *r, uint32_t epoch, pgd_err *err)
     return 0;
 }
 
-/* A CSV field, quoted when it needs to be. */
-static void put_field(FILE *f, const char *s)
-{
-    if (!strpbrk(s, ",\"\r\n")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"')
-            fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 int pgd_run_error_rows(pgd_run *r, pgd_err *err)
 {
     if (!r->o.errors)
@@ -202,12 +187,12 @@ int pgd_run_error_rows(pgd_run *r, pgd_err *err)
         *tab = '\0';
         if (!r->predictions)
             continue;
-        put_field(r->predictions, line);
+        pgd_manifest_put_field(r->predictions, line);
         fputc(',', r->predictions);
         for (int k = 0; k < r->o.classes; k++)
             fputc(',', r->predictions);
         fputs(",error,", r->predictions);
-        put_field(r->predictions, tab + 1);
+        pgd_manifest_put_field(r->predictions, tab + 1);
         fputc('\n', r->predictions);
         rows++;
     }
