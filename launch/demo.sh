@@ -6,7 +6,8 @@
 # Settings (environment): PGD_BUILD (build/), PGD_DEMO_DIR (demo-run/, replaced), PGD_DEMO_TRAIN (720
 # training slides), PGD_DEMO_VAL (120 held-out slides), PGD_DEMO_EPOCHS (PatchGD epochs, 10),
 # PGD_DEMO_GD_EPOCHS (GD epochs, 10), PGD_DEMO_LOADERS (cores - 1, at least 1), PGD_DEMO_DEVICE (cpu: small_cnn
-# on the CPU backend; cuda: resnet50 on the CUDA backend, whose results on a GPU are not verified yet).
+# on the CPU backend; cuda: resnet50 on the CUDA backend, whose results on a GPU are not verified yet),
+# PGD_DEMO_PRECISION (fp32, bf16 or fp16: what convolutions and linear layers compute in; fp32).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 B=${PGD_BUILD:-$root/build}
@@ -18,6 +19,7 @@ gd_epochs=${PGD_DEMO_GD_EPOCHS:-10}
 cores=$(nproc)
 loaders=${PGD_DEMO_LOADERS:-$((cores > 1 ? cores - 1 : 1))}
 device=${PGD_DEMO_DEVICE:-cpu}
+precision=${PGD_DEMO_PRECISION:-fp32}
 
 # The task: slides fitted into 256 x 256 (the design size of the synthetic structures), cut into an 8 x 8
 # grid of 32 px patches. Two memory budgets, as in the paper's 16 GB / 4 GB comparison: per image and inner
@@ -39,7 +41,11 @@ cpu) model=(--arch small_cnn --threads 1) ;;
 cuda) model=(--arch resnet50 --device cuda) ;;
 *) echo "demo: PGD_DEMO_DEVICE must be cpu or cuda, not '$device'" >&2; exit 2 ;;
 esac
-model+=(--classes 6 --batch-size "$batch" --seed 1)
+case $precision in
+fp32 | bf16 | fp16) ;;
+*) echo "demo: PGD_DEMO_PRECISION must be fp32, bf16 or fp16, not '$precision'" >&2; exit 2 ;;
+esac
+model+=(--classes 6 --batch-size "$batch" --seed 1 --precision "$precision")
 
 for b in pgd-synth pgd-sampler pgd-loader pgd-trainer; do
   [ -x "$B/$b" ] || { echo "demo: $B/$b is not built (run make demo)" >&2; exit 2; }

@@ -2,8 +2,9 @@
 # it_trainer.sh: pgd-trainer on the real graph (pgd-sampler + pgd-loader serve, synthetic slides): PatchGD
 # training for 2 epochs, the same weights on a rerun (with Z mirrored to a zstore segment), 1 epoch + resume =
 # 2 epochs byte for byte, evaluation and inference with the checkpoint (Z in the zstore and as .npy / PNG files),
-# evaluation with Z filled in chunks of max_patches (same scores, less backend memory), frozen-BN training with
-# inner steps in chunks, GD, a memory budget (an auto plan, refusals), bad options; pgd-trainer embed's exit codes.
+# evaluation with Z filled in chunks of max_patches (same scores, less backend memory), fp16 (resumed byte for byte)
+# and bf16 training, frozen-BN training with inner steps in chunks, GD, a memory budget (an auto plan, refusals),
+# bad options; pgd-trainer embed's exit codes.
 set -u
 B=${PGD_BUILD:-build}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/it_trainer.XXXXXX")
@@ -76,6 +77,26 @@ grep -q "resume: $tmp/r1 at epoch 1 batch 0" "$tmp/r2.trainer.log" || { cat "$tm
 [ "$(grep -c '"phase":"train"' "$tmp/r2/metrics.jsonl")" = 1 ] || fail "the resumed run trained more than 1 epoch"
 cmp -s "$tmp/t1/model.safetensors" "$tmp/r2/model.safetensors" || fail "1 epoch + resume differs from 2 epochs"
 cmp -s "$tmp/t1/state.safetensors" "$tmp/r2/state.safetensors" || fail "the resumed state differs"
+
+# --- mixed precision: fp16 with dynamic loss scaling (doubling every 2 updates, so the scale moves), 1 epoch +
+# resume = 2 epochs byte for byte (the scaler's state travels in the checkpoint); bf16 trains ----------------
+fp16=(--precision fp16 --loss-scale 1024 --loss-scale-interval 2)
+graph h1 1 "$fit --epochs 2 --sampling 0.25" "${model[@]}" "${fp16[@]}" --epochs 2 --manifest "$tmp/s/train.csv"
+grep -q "cpu backend in fp16" "$tmp/h1.trainer.log" || { cat "$tmp/h1.trainer.log"; fail "fp16 not logged"; }
+grep -q '"loss_scale":[0-9]' "$tmp/h1/metrics.jsonl" || { cat "$tmp/h1/metrics.jsonl"; fail "fp16: no loss scale in the metrics"; }
+grep -q '"skipped_updates":[0-9]' "$tmp/h1/metrics.jsonl" || fail "fp16: no skipped updates in the metrics"
+grep '"phase":"train"' "$tmp/h1/metrics.jsonl" | tail -1 | grep -q '"loss_scale":1024,' && fail "fp16: the scale never moved"
+graph h2 1 "$fit --epochs 1 --sampling 0.25" "${model[@]}" "${fp16[@]}" --epochs 2 --manifest "$tmp/s/train.csv"
+graph h3 1 "$fit --epochs 2 --start-epoch 1 --sampling 0.25" "${model[@]}" "${fp16[@]}" --epochs 2 \
+  --manifest "$tmp/s/train.csv" --resume "$tmp/h2"
+cmp -s "$tmp/h1/model.safetensors" "$tmp/h3/model.safetensors" || fail "fp16: 1 epoch + resume differs from 2 epochs"
+cmp -s "$tmp/t1/model.safetensors" "$tmp/h1/model.safetensors" && fail "fp16 gave the fp32 weights"
+graph b1 1 "$fit --epochs 1 --sampling 0.25" "${model[@]}" --precision bf16
+grep -q "cpu backend in bf16" "$tmp/b1.trainer.log" || fail "bf16 not logged"
+grep -q '"loss_scale"' "$tmp/b1/metrics.jsonl" && fail "bf16 scales its loss"
+"$B/pgd-trainer" run --connect "ipc://$tmp/none" --precision fp8 >/dev/null 2>"$tmp/bad.log"
+[ $? = 2 ] || fail "precision fp8: exit 2"
+grep -q "fp32|bf16|fp16" "$tmp/bad.log" || { cat "$tmp/bad.log"; fail "the precision error lists the choices"; }
 
 # --- evaluation and inference with the checkpoint -------------------------------------------------------
 graph e1 2 "$fit --mode eval" "${model[@]}" --weights "$tmp/t1/model.safetensors"

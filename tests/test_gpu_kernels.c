@@ -271,6 +271,84 @@ static void test_optim(void)
     }
 }
 
+/* bf16 by another route: the two neighbours in double, nearest wins, a tie goes to the even one. */
+static uint16_t bf16_reference(float x)
+{
+    uint32_t u = pgd_gk_bits(x);
+    if (isnan(x))
+        return (uint16_t)((u >> 16) | 0x40u);
+    uint32_t lo = u & 0xffff0000u, hi = lo + 0x10000u;
+    double mag = fabs((double)x), a = fabs((double)pgd_gk_float(lo));
+    double b = (hi & 0x7fffffffu) == 0x7f800000u ? ldexp(1.0, 128) : fabs((double)pgd_gk_float(hi));
+    if ((u & 0x7fffffffu) == 0x7f800000u)
+        return (uint16_t)(u >> 16);
+    if (mag - a < b - mag || (mag - a == b - mag && !((lo >> 16) & 1u)))
+        return (uint16_t)(lo >> 16);
+    return (uint16_t)(hi >> 16);
+}
+
+/* Checks one float against the compiler's _Float16 (round to nearest even in libgcc) and the bf16 reference. */
+static int check_half(float x, long *bad)
+{
+    _Float16 h = (_Float16)x;
+    uint16_t want, got = pgd_gk_to_fp16(x);
+    memcpy(&want, &h, 2);
+    if (isnan(x) ? (got & 0x7c00u) != 0x7c00u || !(got & 0x3ffu) : got != want) {
+        if ((*bad)++ < 5)
+            fprintf(stderr, "fp16 of %a (0x%08x): got 0x%04x want 0x%04x\n", (double)x, pgd_gk_bits(x), got, want);
+        return -1;
+    }
+    uint16_t b = pgd_gk_to_bf16(x), rb = bf16_reference(x);
+    if (b != rb) {
+        if ((*bad)++ < 5)
+            fprintf(stderr, "bf16 of %a (0x%08x): got 0x%04x want 0x%04x\n", (double)x, pgd_gk_bits(x), b, rb);
+        return -1;
+    }
+    return 0;
+}
+
+static void test_half_convert(void)
+{
+    long bad = 0;
+    /* Every 16-bit pattern back to float: fp16 against _Float16, bf16 exactly the top half of a float. */
+    for (uint32_t h = 0; h < 0x10000u; h++) {
+        uint16_t b = (uint16_t)h;
+        _Float16 f;
+        memcpy(&f, &b, 2);
+        float want = (float)f, got = pgd_gk_from_fp16(b);
+        if (isnan(want) ? !isnan(got) : pgd_gk_bits(got) != pgd_gk_bits(want))
+            bad++;
+        if (pgd_gk_bits(pgd_gk_from_bf16(b)) != h << 16)
+            bad++;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    /* Floats around every fp16 value and every midpoint between neighbours (the ties), both signs. */
+    for (uint32_t h = 0; h < 0x7c00u; h++) {
+        float v = pgd_gk_from_fp16((uint16_t)h), next = pgd_gk_from_fp16((uint16_t)(h + 1));
+        float mid = h + 1 < 0x7c00u ? (float)(((double)v + (double)next) / 2) : 65520.0f;
+        for (int d = -2; d <= 2; d++) {
+            check_half(pgd_gk_float(pgd_gk_bits(v) + (uint32_t)d), &bad);
+            check_half(pgd_gk_float(pgd_gk_bits(mid) + (uint32_t)d), &bad);
+            check_half(-pgd_gk_float(pgd_gk_bits(mid) + (uint32_t)d), &bad);
+        }
+    }
+    /* A sweep over all float bit patterns (every 251st), infinities, NaNs and huge values included. */
+    for (uint64_t u = 0; u <= 0xffffffffull; u += 251)
+        check_half(pgd_gk_float((uint32_t)u), &bad);
+    check_half(INFINITY, &bad);
+    check_half(-INFINITY, &bad);
+    check_half(NAN, &bad);
+    CU_ASSERT_EQUAL(bad, 0);
+    /* pgd_gk_round and pgd_gk_nonfinite. */
+    CU_ASSERT_EQUAL(pgd_gk_round(1.0f + 1.0f / 256, 1), 1.0f);           /* ties go to even */
+    CU_ASSERT_EQUAL(pgd_gk_round(1.0f + 3.0f / 256, 1), 1.0f + 1.0f / 64);
+    CU_ASSERT_EQUAL(pgd_gk_round(65519.0f, 2), 65504.0f);
+    CU_ASSERT(isinf(pgd_gk_round(65520.0f, 2)));
+    CU_ASSERT_EQUAL(pgd_gk_round(0.1f, 0), 0.1f);
+    CU_ASSERT(pgd_gk_nonfinite(INFINITY) && pgd_gk_nonfinite(-INFINITY) && pgd_gk_nonfinite(NAN));
+    CU_ASSERT(!pgd_gk_nonfinite(3.4e38f) && !pgd_gk_nonfinite(0.0f) && !pgd_gk_nonfinite(-1e-45f));
+}
+
 int main(int argc, char **argv)
 {
     pgd_err err = PGD_ERR_INIT;
@@ -288,6 +366,7 @@ int main(int argc, char **argv)
         {"u8_and_z", test_u8_and_z},
         {"dropout_mask", test_dropout_mask},
         {"optim", test_optim},
+        {"half_convert", test_half_convert},
         {NULL, NULL},
     };
     int rc = pgd_test_main("gpu_kernels", cases, argc, argv);

@@ -22,12 +22,23 @@
  * - LINEAR_TOL 5e-5: cuBLAS sgemm vs OpenBLAS sgemm, sums of up to 2048 products (expected ~3e-6).
  * - BN_TOL 1e-4: cuDNN's batch norm computes its statistics in float, the CPU in double.
  * - CONV_TOL 5e-4: cuDNN may pick Winograd or FFT algorithms (plain fp32, never TF32), whose rounding is
- *   larger than a direct sum; an indexing bug is off by O(1). */
+ *   larger than a direct sum; an indexing bug is off by O(1).
+ * Half precision (both backends set to bf16 or fp16; backend.h, "Precision"):
+ * - CONV_BF16_TOL 1e-2, CONV_FP16_TOL 2e-3: a conv rounds its result to the 16-bit format after an fp32 sum
+ *   whose order differs between the backends, so an element may land one unit in the last place of that format
+ *   away (bf16 2^-8 = 3.9e-3, fp16 2^-11 = 4.9e-4 of the element), plus the summation order. The filter
+ *   gradient is rounded before it is added to dw, so the same holds for dw. The bias gradient comes from the
+ *   fp32 dout: CONV_TOL.
+ * - LINEAR_TOL holds in both: products of 16-bit values are exact in fp32 and a linear writes fp32 (unrounded),
+ *   so only the summation order differs.
+ * - EXACT for the finiteness flag and for where an fp16 conv overflows to infinity. */
 #define EXACT 0.0
 #define SUM_TOL 2e-6
 #define LINEAR_TOL 5e-5
 #define BN_TOL 1e-4
 #define CONV_TOL 5e-4
+#define CONV_BF16_TOL 1e-2
+#define CONV_FP16_TOL 2e-3
 
 #if defined(__SANITIZE_ADDRESS__)
 /* AddressSanitizer's shadow gap collides with the CUDA driver's address reservations. */
@@ -99,18 +110,28 @@ static float *fetch(const float *d, size_t n)
     return h;
 }
 
+/* Both backends in precision prec. */
+static void set_precision(pgd_precision prec)
+{
+    pgd_err err = PGD_ERR_INIT;
+    CU_ASSERT_FATAL(pgd_backend_set_precision(gpu, prec, &err) == 0);
+    CU_ASSERT_FATAL(pgd_backend_set_precision(cpu, prec, &err) == 0);
+}
+
 /* A case that failed on a backend error leaves the backend's sticky error set: the next case starts on a fresh
- * backend (the old one's pool releases what the aborted case left), so every case reports for itself. */
+ * backend (the old one's pool releases what the aborted case left), so every case reports for itself. Every case
+ * starts in fp32, also after a half-precision case that stopped half way. */
 static void fresh_backend_if_failed(void)
 {
     pgd_err err = PGD_ERR_INIT;
-    if (pgd_backend_error(gpu, NULL) == 0)
-        return;
-    pgd_backend_free(&gpu);
-    gpu = pgd_backend_cuda_new(0, 0, &err);
-    if (!gpu)
-        printf("\n    cannot restart the cuda backend: %s\n", err.msg);
-    CU_ASSERT_FATAL(gpu != NULL);
+    if (pgd_backend_error(gpu, NULL) != 0) {
+        pgd_backend_free(&gpu);
+        gpu = pgd_backend_cuda_new(0, 0, &err);
+        if (!gpu)
+            printf("\n    cannot restart the cuda backend: %s\n", err.msg);
+        CU_ASSERT_FATAL(gpu != NULL);
+    }
+    set_precision(PGD_PREC_FP32);
 }
 
 static void gpu_ok(const char *where)
@@ -159,14 +180,16 @@ typedef struct conv_case {
     int n, c, h, w, k, r, s, stride, pad, groups, bias;
 } conv_case;
 
-static void run_conv(const conv_case *cc)
+/* Forward, backward data and backward filter (+ bias) in the backends' precision; tol for the tensors a conv
+ * computes, CONV_TOL for the bias gradient (fp32 in every precision). */
+static void run_conv(const conv_case *cc, double tol)
 {
     pgd_conv_shape sh = {cc->n, cc->c, cc->h, cc->w, cc->k, cc->r, cc->s, cc->stride, cc->pad, cc->groups, 0, 0};
     pgd_err err = PGD_ERR_INIT;
     CU_ASSERT_FATAL(pgd_conv_shape_init(&sh, &err) == 0);
-    char name[96];
-    snprintf(name, sizeof name, "conv n%d c%d %dx%d k%d %dx%d s%d p%d g%d%s", cc->n, cc->c, cc->h, cc->w, cc->k,
-             cc->r, cc->s, cc->stride, cc->pad, cc->groups, cc->bias ? " b" : "");
+    char name[128];
+    snprintf(name, sizeof name, "conv n%d c%d %dx%d k%d %dx%d s%d p%d g%d%s %s", cc->n, cc->c, cc->h, cc->w, cc->k,
+             cc->r, cc->s, cc->stride, cc->pad, cc->groups, cc->bias ? " b" : "", pgd_precision_name(gpu->precision));
     printf("\n  %s", name);
     size_t nin = (size_t)sh.n * sh.c * sh.h * sh.w, nout = (size_t)sh.n * sh.k * sh.oh * sh.ow;
     size_t nw = (size_t)sh.k * (sh.c / sh.groups) * sh.r * sh.s;
@@ -179,13 +202,13 @@ static void run_conv(const conv_case *cc)
 
     cpu->ops->conv2d_forward(cpu, out, in, w, cc->bias ? b : NULL, &sh);
     gpu->ops->conv2d_forward(gpu, d_out, d_in, d_w, cc->bias ? d_b : NULL, &sh);
-    check("conv forward", "out", d_out, out, nout, CONV_TOL);
+    check("conv forward", "out", d_out, out, nout, tol);
     cpu->ops->conv2d_backward_data(cpu, din, dout, w, &sh);
     gpu->ops->conv2d_backward_data(gpu, d_din, d_dout, d_w, &sh);
-    check("conv backward data", "din", d_din, din, nin, CONV_TOL);
+    check("conv backward data", "din", d_din, din, nin, tol);
     cpu->ops->conv2d_backward_filter(cpu, dw, cc->bias ? db : NULL, dout, in, &sh);
     gpu->ops->conv2d_backward_filter(gpu, d_dw, cc->bias ? d_db : NULL, d_dout, d_in, &sh);
-    check("conv backward filter", "dw (+=)", d_dw, dw, nw, CONV_TOL);
+    check("conv backward filter", "dw (+=)", d_dw, dw, nw, tol);
     if (cc->bias)
         check("conv backward filter", "db (+=)", d_db, db, sh.k, CONV_TOL);
 
@@ -214,7 +237,83 @@ static void test_conv(void)
         {2, 256, 8, 8, 256, 3, 3, 2, 1, 1, 1},    /* the PatchGD head */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
-        run_conv(&cases[i]);
+        run_conv(&cases[i], CONV_TOL);
+}
+
+/* bf16 and fp16 on a few of the shapes above, then fp32 again on one of them: the cache of cuda_conv.cu keys its
+ * descriptors by shape and precision, so that one must not run on a 16-bit entry. */
+static void test_conv_half(void)
+{
+    fresh_backend_if_failed();
+    static const conv_case cases[] = {
+        {2, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1},        /* padded 3x3 */
+        {2, 3, 10, 11, 5, 3, 3, 2, 1, 1, 0},      /* strided, odd sizes */
+        {3, 8, 7, 7, 16, 1, 1, 1, 0, 1, 1},       /* 1x1 */
+        {2, 8, 9, 9, 8, 3, 3, 1, 1, 2, 1},        /* groups 2 */
+        {2, 12, 11, 11, 12, 3, 3, 2, 1, 12, 0},   /* strided depthwise */
+        {4, 64, 28, 28, 64, 3, 3, 1, 1, 1, 0},    /* a ResNet body shape (tensor-core friendly channels) */
+        {2, 256, 8, 8, 256, 3, 3, 2, 1, 1, 1},    /* the PatchGD head */
+    };
+    static const pgd_precision precs[] = {PGD_PREC_BF16, PGD_PREC_FP16};
+    for (size_t p = 0; p < sizeof precs / sizeof *precs; p++) {
+        set_precision(precs[p]);
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+            run_conv(&cases[i], precs[p] == PGD_PREC_BF16 ? CONV_BF16_TOL : CONV_FP16_TOL);
+    }
+    set_precision(PGD_PREC_FP32);
+    run_conv(&cases[0], CONV_TOL);
+}
+
+/* fp16 overflows to infinity (backend.h): a 1x1 conv whose exact outputs pass 65504 gives +-inf on both backends
+ * at the same elements (cuDNN's conversion of its fp32 sums, gpu_kernels.h's on the CPU). Every input and weight
+ * is exact in fp16 and every output an exact sum of four equal products, so the finite outputs agree exactly. */
+static void test_fp16_overflow(void)
+{
+    fresh_backend_if_failed();
+    set_precision(PGD_PREC_FP16);
+    pgd_conv_shape sh = {2, 4, 4, 4, 2, 1, 1, 1, 0, 1, 0, 0};
+    pgd_err err = PGD_ERR_INIT;
+    CU_ASSERT_FATAL(pgd_conv_shape_init(&sh, &err) == 0);
+    /* Output channel 0 is 1024 x the input value: 256 -> 262144 (+inf), 64 -> 65536 (+inf: 65520 and up round
+     * to infinity), 63.75 -> 65280 (the largest but one fp16, finite), -256 and -64 -> -inf. Channel 1 is
+     * input / 64, finite. */
+    static const float vals[8] = {256.0f, -256.0f, 16.0f, 63.75f, 64.0f, -64.0f, 0.5f, 255.0f};
+    size_t nin = (size_t)sh.n * sh.c * sh.h * sh.w, nout = (size_t)sh.n * sh.k * sh.oh * sh.ow, nw = 8;
+    size_t hw = (size_t)sh.h * sh.w;
+    float in[128], w[8], b[2] = {0.5f, -0.25f}, out[64], got[64];
+    CU_ASSERT_FATAL(nin == 128 && nout == 64);
+    for (size_t i = 0; i < nin; i++)
+        in[i] = vals[(i % hw) % 8];
+    for (size_t i = 0; i < nw; i++)
+        w[i] = i < 4 ? 256.0f : 1.0f / 256.0f;
+    float *d_in = devf(in, nin), *d_w = devf(w, nw), *d_b = devf(b, 2), *d_out = devf(NULL, nout);
+    cpu->ops->conv2d_forward(cpu, out, in, w, b, &sh);
+    gpu->ops->conv2d_forward(gpu, d_out, d_in, d_w, d_b, &sh);
+    gpu_ok("fp16 overflow");
+    gpu->ops->download(gpu, got, d_out, sizeof got);
+    size_t pos_inf = 0, neg_inf = 0, differ = 0;
+    for (size_t i = 0; i < nout; i++) {
+        pos_inf += isinf(out[i]) && out[i] > 0;
+        neg_inf += isinf(out[i]) && out[i] < 0;
+        if (!(got[i] == out[i])) { /* inf == inf; a NaN anywhere differs */
+            if (differ++ == 0)
+                printf("\n    first difference at [%zu]: gpu %.9g cpu %.9g", i, (double)got[i], (double)out[i]);
+        }
+    }
+    printf("\n    fp16 conv: cpu %zu +inf, %zu -inf of %zu; gpu differs at %zu", pos_inf, neg_inf, nout, differ);
+    CU_ASSERT_EQUAL(pos_inf, 2 * 2 * 3); /* 2 images, 2 cells per value, 3 values */
+    CU_ASSERT_EQUAL(neg_inf, 2 * 2 * 2);
+    CU_ASSERT_EQUAL(differ, 0);
+    /* The finiteness check sees them on both backends. */
+    int32_t cflag = 0, gflag = 0, *d_flag = dev(&gflag, sizeof gflag);
+    cpu->ops->nonfinite(cpu, &cflag, out, nout);
+    gpu->ops->nonfinite(gpu, d_flag, d_out, nout);
+    gpu->ops->download(gpu, &gflag, d_flag, sizeof gflag);
+    gpu_ok("fp16 overflow nonfinite");
+    CU_ASSERT(cflag == 1 && gflag == 1);
+    set_precision(PGD_PREC_FP32);
+    gpu->ops->free(gpu, d_in), gpu->ops->free(gpu, d_w), gpu->ops->free(gpu, d_b), gpu->ops->free(gpu, d_out);
+    gpu->ops->free(gpu, d_flag);
 }
 
 /* --- batch norm ----------------------------------------------------------------------------------------- */
@@ -374,9 +473,11 @@ static void test_relu(void)
 
 /* --- linear --------------------------------------------------------------------------------------------- */
 
+/* In the backends' precision; LINEAR_TOL in every precision (see the top). */
 static void run_linear(int n, int i, int o, int bias, int want_din)
 {
-    printf("\n  linear n%d i%d o%d%s%s", n, i, o, bias ? " bias" : "", want_din ? "" : " din=NULL");
+    printf("\n  linear n%d i%d o%d%s%s %s", n, i, o, bias ? " bias" : "", want_din ? "" : " din=NULL",
+           pgd_precision_name(gpu->precision));
     size_t nin = (size_t)n * i, nw = (size_t)o * i, nout = (size_t)n * o;
     float *in = host_rand(nin, 1, 0), *w = host_rand(nw, 1, 0), *b = host_rand(o, 1, 0), *dout = host_rand(nout, 1, 0);
     float *out = host_fill(nout, 0), *din = host_fill(nin, 0), *dw = host_fill(nw, 0.5f), *db = host_fill(o, 0.5f);
@@ -404,6 +505,20 @@ static void test_linear(void)
     run_linear(32, 2048, 256, 1, 1); /* the ResNet50 backbone's fc -> s */
     run_linear(1, 512, 10, 0, 0);
     run_linear(3, 4096, 6, 1, 1);    /* the head's classifier */
+}
+
+static void test_linear_half(void)
+{
+    fresh_backend_if_failed();
+    static const pgd_precision precs[] = {PGD_PREC_BF16, PGD_PREC_FP16};
+    for (size_t p = 0; p < sizeof precs / sizeof *precs; p++) {
+        set_precision(precs[p]);
+        run_linear(5, 7, 3, 1, 1);       /* odd sizes: no tensor-core alignment */
+        run_linear(32, 2048, 256, 1, 1);
+        run_linear(1, 512, 10, 0, 0);
+        run_linear(3, 4096, 6, 1, 1);
+    }
+    set_precision(PGD_PREC_FP32);
 }
 
 /* --- dropout2d ------------------------------------------------------------------------------------------ */
@@ -462,6 +577,62 @@ static void test_elementwise(void)
     check("zero", "dst", d_out, a, n, EXACT);
     gpu->ops->free(gpu, d_a), gpu->ops->free(gpu, d_b), gpu->ops->free(gpu, d_out);
     free(a), free(b), free(out);
+}
+
+/* --- finiteness ---------------------------------------------------------------------------------------- */
+
+/* One call of nonfinite on both backends from a flag preset to `preset`; both must end at `want`. */
+static void check_flag(const char *what, size_t at, const float *x, const float *d_x, size_t n, int32_t *d_flag,
+                       int32_t preset, int32_t want)
+{
+    int32_t cflag = preset, gflag = -1;
+    gpu->ops->upload(gpu, d_flag, &preset, sizeof preset);
+    cpu->ops->nonfinite(cpu, &cflag, x, n);
+    gpu->ops->nonfinite(gpu, d_flag, d_x, n);
+    gpu->ops->download(gpu, &gflag, d_flag, sizeof gflag);
+    gpu_ok("nonfinite");
+    int ok = cflag == want && gflag == want;
+    if (!ok)
+        printf("\n    n %zu, %s at [%zu], flag preset %d: cpu %d gpu %d, want %d  <-- FAIL", n, what, at, (int)preset,
+               (int)cflag, (int)gflag, (int)want);
+    CU_ASSERT(ok);
+}
+
+static void test_nonfinite(void)
+{
+    fresh_backend_if_failed();
+    static const size_t sizes[] = {1, 1000, ((size_t)1 << 20) + 3};
+    static const char *const bad_names[] = {"+inf", "-inf", "NaN"};
+    const float bad[] = {INFINITY, -INFINITY, NAN};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        size_t n = sizes[k], checks = 0;
+        float *x = host_rand(n, 1e30f, 0);
+        if (n > 3) { /* finite extremes: the largest float, a subnormal, negative zero */
+            x[1] = 3.40282347e38f;
+            x[2] = -1e-40f;
+            x[n - 2] = -0.0f;
+        }
+        float *d_x = devf(x, n);
+        int32_t *d_flag = dev(NULL, sizeof(int32_t));
+        check_flag("nothing", 0, x, d_x, n, d_flag, 0, 0);   /* a clean buffer leaves the flag as it was */
+        check_flag("nothing", 0, x, d_x, n, d_flag, 1, 1);
+        checks += 2;
+        const size_t at[] = {0, n / 2, n - 1};
+        for (size_t a = 0; a < sizeof at / sizeof *at; a++)
+            for (size_t v = 0; v < sizeof bad / sizeof *bad; v++) {
+                float keep = x[at[a]];
+                x[at[a]] = bad[v];
+                gpu->ops->upload(gpu, d_x + at[a], &x[at[a]], sizeof(float));
+                check_flag(bad_names[v], at[a], x, d_x, n, d_flag, 0, 1);
+                check_flag(bad_names[v], at[a], x, d_x, n, d_flag, 1, 1);
+                x[at[a]] = keep;
+                gpu->ops->upload(gpu, d_x + at[a], &keep, sizeof(float));
+                checks += 2;
+            }
+        printf("\n  nonfinite n %zu: %zu flags compared", n, checks);
+        gpu->ops->free(gpu, d_x), gpu->ops->free(gpu, d_flag);
+        free(x);
+    }
 }
 
 /* --- cross-entropy -------------------------------------------------------------------------------------- */
@@ -676,13 +847,17 @@ int main(int argc, char **argv)
     }
     static const pgd_test_case cases[] = {
         {"conv", test_conv},
+        {"conv_half", test_conv_half},
+        {"fp16_overflow", test_fp16_overflow},
         {"batch_norm", test_batch_norm},
         {"pool", test_pool},
         {"global_avgpool", test_global_avgpool},
         {"relu", test_relu},
         {"linear", test_linear},
+        {"linear_half", test_linear_half},
         {"dropout2d", test_dropout2d},
         {"elementwise", test_elementwise},
+        {"nonfinite", test_nonfinite},
         {"xent", test_xent},
         {"optim", test_optim},
         {"u8_to_float", test_u8_to_float},

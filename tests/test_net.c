@@ -630,15 +630,24 @@ static void test_forward_part(void)
     }
     be->ops->download(be, dpart, dd, NS * IN * sizeof(float));
     CU_ASSERT_EQUAL(memcmp(yall, ypart, sizeof yall), 0);
-    CU_ASSERT_EQUAL(memcmp(dall, dpart, NS * IN * sizeof(float)), 0);
+    /* The input gradients are byte for byte the whole batch's where the BLAS sums a sample alike in any batch
+     * size; OpenBLAS's AVX-512 kernels take another path for small matrices, so there they are bounded. */
+    double dworst = 0, dscale = 0;
+    for (size_t i = 0; i < NS * IN; i++) {
+        dworst = fmax(dworst, fabs((double)dpart[i] - dall[i]));
+        dscale = fmax(dscale, fabs((double)dall[i]));
+    }
+    int dsame = memcmp(dall, dpart, NS * IN * sizeof(float)) == 0;
+    CU_ASSERT(dworst <= 1e-6 * dscale);
     const float *gpart = pgd_net_grads(net);
     double worst = 0, scale = 0;
     for (size_t i = 0; i < pc; i++) {
         worst = fmax(worst, fabs((double)gpart[i] - gall[i]));
         scale = fmax(scale, fabs((double)gall[i]));
     }
-    printf("\n  forward in parts 3 + 1 + 3: outputs and input gradients equal; parameter gradients max |diff| "
-           "%.2e of max %.2e", worst, scale);
+    printf("\n  forward in parts 3 + 1 + 3: outputs equal; input gradients %s (max |diff| %.2e of max %.2e); "
+           "parameter gradients max |diff| %.2e of max %.2e", dsame ? "equal" : "differ", dworst, dscale, worst,
+           scale);
     CU_ASSERT(worst <= 1e-6 * scale);
     /* the masks depend on the position: sample 3 run as sample 0 of its own batch gets other ones */
     float y0[OUT];

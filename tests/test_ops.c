@@ -8,6 +8,7 @@
 #include "common/err.h"
 #include "cunit_util.h"
 #include "trainer/backend.h"
+#include "trainer/gpu_kernels.h"
 
 /* Tolerances (all checks are |got - want| <= ATOL + RTOL |want|):
  * - forward and backward against the double reference: 1e-4 abs + 1e-4 rel. fp32 sums of at most a few hundred
@@ -990,6 +991,218 @@ static void test_shape_init(void)
     }
 }
 
+/* --- half precision (backend.h, "Precision") ------------------------------------------------------------- */
+
+/* One unit in the last place, relative: what a half result may differ by when fp32 sums land on either side of
+ * a rounding boundary. */
+static double half_rtol(pgd_precision prec)
+{
+    return prec == PGD_PREC_BF16 ? 1.0 / 128 : 1.0 / 1024;
+}
+
+static float *rounded_copy(const float *x, size_t n, pgd_precision prec)
+{
+    float *r = malloc((n ? n : 1) * sizeof(float));
+    CU_ASSERT_FATAL(r != NULL);
+    for (size_t i = 0; i < n; i++)
+        r[i] = pgd_gk_round(x[i], prec);
+    return r;
+}
+
+/* Values of x that the format cannot hold (a conv must round what it writes). */
+static size_t unrepresentable(const float *x, size_t n, pgd_precision prec)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad += pgd_gk_round(x[i], prec) != x[i];
+    return bad;
+}
+
+/* A conv in bf16 / fp16 against the double reference on rounded operands: the output, input gradient and filter
+ * gradient are that reference rounded (up to one unit in the last place), and representable; the bias gradient
+ * is the fp32 one, from the unrounded dout. */
+static void check_conv_half(pgd_backend *be, pgd_conv_shape sh, pgd_precision prec)
+{
+    CU_ASSERT_FATAL(pgd_conv_shape_init(&sh, NULL) == 0);
+    CU_ASSERT_FATAL(pgd_backend_set_precision(be, prec, NULL) == 0);
+    int cg = sh.c / sh.groups;
+    size_t nin = (size_t)sh.n * sh.c * sh.h * sh.w, nout = (size_t)sh.n * sh.k * sh.oh * sh.ow;
+    size_t nw = (size_t)sh.k * cg * sh.r * sh.s, cells = (size_t)sh.oh * sh.ow;
+    printf("\n  %s conv n%d c%d %dx%d k%d %dx%d stride %d pad %d groups %d", pgd_precision_name(prec), sh.n, sh.c,
+           sh.h, sh.w, sh.k, sh.r, sh.s, sh.stride, sh.pad, sh.groups);
+    float *in = rand_floats(nin), *w = rand_floats(nw), *b = rand_floats(sh.k), *dout = rand_floats(nout);
+    float *rin = rounded_copy(in, nin, prec), *rw = rounded_copy(w, nw, prec), *rdout = rounded_copy(dout, nout, prec);
+    float *out = fill_floats(nout, 77.0f), *din = fill_floats(nin, 55.0f), *dw = fill_floats(nw, 0.5f);
+    float *dw0 = fill_floats(nw, 0.0f), *db = fill_floats(sh.k, 0.25f);
+    conv_ref ref = {rin, rw, rdout, zero_doubles(nout), zero_doubles(nin), zero_doubles(nw)};
+    double *dbias = zero_doubles(sh.k);
+    conv_taps(&sh, tap_forward, &ref);
+    conv_taps(&sh, tap_backward, &ref);
+    for (size_t i = 0; i < nout; i++) {
+        ref.out[i] = pgd_gk_round((float)ref.out[i], prec);
+        dbias[(i / cells) % (size_t)sh.k] += dout[i];
+    }
+    for (size_t i = 0; i < nin; i++)
+        ref.din[i] = pgd_gk_round((float)ref.din[i], prec);
+    for (size_t i = 0; i < nw; i++)
+        ref.dw[i] = pgd_gk_round((float)ref.dw[i], prec);
+    double rtol = half_rtol(prec);
+
+    be->ops->conv2d_forward(be, out, in, w, NULL, &sh);
+    compare("forward", out, ref.out, nout, REF_ATOL, rtol);
+    CU_ASSERT_EQUAL(unrepresentable(out, nout, prec), 0);
+    float *out_b = fill_floats(nout, 77.0f); /* the bias is added in fp32 to the rounded output */
+    be->ops->conv2d_forward(be, out_b, in, w, b, &sh);
+    size_t off = 0;
+    for (size_t i = 0; i < nout; i++)
+        off += out_b[i] != out[i] + b[(i / cells) % (size_t)sh.k];
+    CU_ASSERT_EQUAL(off, 0);
+    free(out_b);
+    be->ops->conv2d_backward_data(be, din, dout, w, &sh);
+    compare("backward data (=)", din, ref.din, nin, REF_ATOL, rtol);
+    CU_ASSERT_EQUAL(unrepresentable(din, nin, prec), 0);
+    be->ops->conv2d_backward_filter(be, dw, db, dout, in, &sh);
+    compare_scaled("backward filter (+=)", dw, 0.5f, 1.0, ref.dw, nw, REF_ATOL, rtol);
+    compare_scaled("backward bias (+=, fp32)", db, 0.25f, 1.0, dbias, sh.k, REF_ATOL, REF_RTOL);
+    be->ops->conv2d_backward_filter(be, dw0, NULL, dout, in, &sh);
+    CU_ASSERT_EQUAL(unrepresentable(dw0, nw, prec), 0);
+    CU_ASSERT_EQUAL(pgd_backend_error(be, NULL), 0);
+    CU_ASSERT_FATAL(pgd_backend_set_precision(be, PGD_PREC_FP32, NULL) == 0);
+    free(in), free(w), free(b), free(dout), free(rin), free(rw), free(rdout), free(out), free(din), free(dw);
+    free(dw0), free(db), free(ref.out), free(ref.din), free(ref.dw), free(dbias);
+}
+
+/* A linear layer in bf16 / fp16: the double reference on rounded operands, not rounded (an fp32 output). */
+static void check_linear_half(pgd_backend *be, int n, int ni, int no, pgd_precision prec)
+{
+    CU_ASSERT_FATAL(pgd_backend_set_precision(be, prec, NULL) == 0);
+    printf("\n  %s linear n%d in %d out %d", pgd_precision_name(prec), n, ni, no);
+    size_t nin = (size_t)n * ni, nout = (size_t)n * no, nw = (size_t)no * ni;
+    float *in = rand_floats(nin), *w = rand_floats(nw), *b = rand_floats(no), *dout = rand_floats(nout);
+    float *rin = rounded_copy(in, nin, prec), *rw = rounded_copy(w, nw, prec), *rdout = rounded_copy(dout, nout, prec);
+    float *out = fill_floats(nout, 4.0f), *din = fill_floats(nin, 4.0f), *dw = fill_floats(nw, 0.5f);
+    float *db = fill_floats(no, 0.5f);
+    double *r_out = zero_doubles(nout), *r_din = zero_doubles(nin), *r_dw = zero_doubles(nw), *r_db = zero_doubles(no);
+    for (int r = 0; r < n; r++)
+        for (int j = 0; j < no; j++) {
+            r_out[r * no + j] = b[j];
+            r_db[j] += dout[r * no + j];
+            for (int k = 0; k < ni; k++) {
+                r_out[r * no + j] += (double)rin[r * ni + k] * rw[j * ni + k];
+                r_din[r * ni + k] += (double)rdout[r * no + j] * rw[j * ni + k];
+                r_dw[j * ni + k] += (double)rdout[r * no + j] * rin[r * ni + k];
+            }
+        }
+    be->ops->linear_forward(be, out, in, w, b, n, ni, no);
+    compare("forward", out, r_out, nout, REF_ATOL, REF_RTOL);
+    be->ops->linear_backward(be, din, dw, db, dout, in, w, n, ni, no);
+    compare("backward d in (=)", din, r_din, nin, REF_ATOL, REF_RTOL);
+    compare_scaled("backward d weight (+=)", dw, 0.5f, 1.0, r_dw, nw, REF_ATOL, REF_RTOL);
+    compare_scaled("backward d bias (+=, fp32)", db, 0.5f, 1.0, r_db, no, REF_ATOL, REF_RTOL);
+    CU_ASSERT_FATAL(pgd_backend_set_precision(be, PGD_PREC_FP32, NULL) == 0);
+    free(in), free(w), free(b), free(dout), free(rin), free(rw), free(rdout), free(out), free(din), free(dw);
+    free(db), free(r_out), free(r_din), free(r_dw), free(r_db);
+}
+
+/* Exact cases: an operand the format cannot hold is rounded before the multiply; fp16 overflows to infinity. */
+static void check_half_exact(pgd_backend *be)
+{
+    pgd_conv_shape sh = {1, 1, 2, 1, 1, 1, 1, 1, 0, 1, 0, 0};
+    CU_ASSERT_FATAL(pgd_conv_shape_init(&sh, NULL) == 0);
+    const float one = 1.0f;
+    float in[2], out[2], lin[2], lout[1];
+    static const struct {
+        pgd_precision prec;
+        float x, want;
+    } cases[] = {{PGD_PREC_FP32, 1.0f + 0x1p-10f, 1.0f + 0x1p-10f},
+                 {PGD_PREC_BF16, 1.0f + 0x1p-10f, 1.0f},
+                 {PGD_PREC_FP16, 1.0f + 0x1p-10f, 1.0f + 0x1p-10f},
+                 {PGD_PREC_FP16, 1.0f + 0x1p-12f, 1.0f}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        CU_ASSERT_FATAL(pgd_backend_set_precision(be, cases[i].prec, NULL) == 0);
+        in[0] = in[1] = cases[i].x;
+        be->ops->conv2d_forward(be, out, in, &one, NULL, &sh);
+        CU_ASSERT_EQUAL(out[0], cases[i].want);
+        lin[0] = cases[i].x, lin[1] = 0.0f;
+        float lw[2] = {1.0f, 1.0f};
+        be->ops->linear_forward(be, lout, lin, lw, NULL, 1, 2, 1);
+        CU_ASSERT_EQUAL(lout[0], cases[i].want);
+    }
+    /* 300 x 300 = 90000 > 65504: infinity in fp16 (forward and backward data), finite in bf16 */
+    const float big = 300.0f;
+    in[0] = 300.0f, in[1] = -300.0f;
+    CU_ASSERT_FATAL(pgd_backend_set_precision(be, PGD_PREC_FP16, NULL) == 0);
+    be->ops->conv2d_forward(be, out, in, &big, NULL, &sh);
+    CU_ASSERT(isinf(out[0]) && out[0] > 0 && isinf(out[1]) && out[1] < 0);
+    be->ops->conv2d_backward_data(be, out, in, &big, &sh);
+    CU_ASSERT(isinf(out[0]) && isinf(out[1]));
+    CU_ASSERT_FATAL(pgd_backend_set_precision(be, PGD_PREC_BF16, NULL) == 0);
+    be->ops->conv2d_forward(be, out, in, &big, NULL, &sh);
+    CU_ASSERT_EQUAL(out[0], 90112.0f); /* 90000 rounded to bf16's 8 significant bits */
+    CU_ASSERT_FATAL(pgd_backend_set_precision(be, PGD_PREC_FP32, NULL) == 0);
+    CU_ASSERT_EQUAL(pgd_backend_error(be, NULL), 0);
+}
+
+static void test_half(void)
+{
+    static const pgd_conv_shape shapes[] = {
+        {2, 3, 9, 9, 4, 3, 3, 1, 1, 1, 0, 0},    /* plain 3x3 */
+        {2, 4, 11, 10, 6, 3, 3, 2, 1, 2, 0, 0},  /* stride 2, groups 2 */
+        {2, 6, 9, 9, 6, 3, 3, 1, 1, 6, 0, 0},    /* depthwise */
+        {3, 8, 6, 7, 4, 1, 1, 1, 0, 1, 0, 0},    /* pointwise */
+        {1, 64, 33, 31, 8, 3, 3, 1, 1, 1, 0, 0}, /* cpu_conv.c's bands */
+    };
+    pgd_backend *be = new_backend();
+    rng_seed(17);
+    for (pgd_precision prec = PGD_PREC_BF16; prec <= PGD_PREC_FP16; prec++) {
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            check_conv_half(be, shapes[i], prec);
+        check_linear_half(be, 3, 7, 5, prec);
+        check_linear_half(be, 4, 300, 6, prec);
+    }
+    check_half_exact(be);
+    pgd_err err = PGD_ERR_INIT;
+    CU_ASSERT_EQUAL(pgd_backend_set_precision(be, (pgd_precision)3, &err), -1);
+    CU_ASSERT_EQUAL(be->precision, PGD_PREC_FP32);
+    CU_ASSERT_EQUAL(pgd_precision_parse("bf16"), PGD_PREC_BF16);
+    CU_ASSERT_EQUAL(pgd_precision_parse("fp16"), PGD_PREC_FP16);
+    CU_ASSERT_EQUAL(pgd_precision_parse("fp32"), PGD_PREC_FP32);
+    CU_ASSERT_EQUAL(pgd_precision_parse("half"), -1);
+    CU_ASSERT_STRING_EQUAL(pgd_precision_name(PGD_PREC_FP16), "fp16");
+    pgd_backend_free(&be);
+}
+
+/* The finiteness check: a flag collects, it is never cleared. */
+static void test_nonfinite(void)
+{
+    pgd_backend *be = new_backend();
+    static const size_t sizes[] = {1, 1000, (1u << 20) + 3};
+    const float bad[3] = {INFINITY, -INFINITY, NAN};
+    for (size_t si = 0; si < 3; si++) {
+        size_t n = sizes[si];
+        float *x = fill_floats(n, 3.4e38f);
+        int32_t flag = 0;
+        be->ops->nonfinite(be, &flag, x, n);
+        CU_ASSERT_EQUAL(flag, 0);
+        flag = 1;
+        be->ops->nonfinite(be, &flag, x, n);
+        CU_ASSERT_EQUAL(flag, 1);
+        for (int b = 0; b < 3; b++) {
+            size_t at[3] = {0, n / 2, n - 1};
+            for (int a = 0; a < 3; a++) {
+                x[at[a]] = bad[b];
+                flag = 0;
+                be->ops->nonfinite(be, &flag, x, n);
+                CU_ASSERT_EQUAL(flag, 1);
+                x[at[a]] = -1e-45f;
+            }
+        }
+        free(x);
+    }
+    CU_ASSERT_EQUAL(pgd_backend_error(be, NULL), 0);
+    pgd_backend_free(&be);
+}
+
 static const pgd_test_case cases[] = {
     {"conv", test_conv},
     {"batch_norm", test_batch_norm},
@@ -1006,6 +1219,8 @@ static const pgd_test_case cases[] = {
     {"sticky_error", test_sticky_error},
     {"memory_ops", test_memory_ops},
     {"shape_init", test_shape_init},
+    {"half", test_half},
+    {"nonfinite", test_nonfinite},
     {NULL, NULL},
 };
 

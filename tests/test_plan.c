@@ -307,6 +307,38 @@ static void test_resnet50_4gib(void)
     pgd_backend_free(&be);
 }
 
+/* pgd_net_half_bytes: the largest conv or linear op's 16-bit copies of input, weights and output. */
+static size_t round_512(size_t bytes)
+{
+    return (bytes + 511) / 512 * 512;
+}
+
+static void test_half_bytes(void)
+{
+    pgd_err err = PGD_ERR_INIT;
+    pgd_backend *be = pgd_backend_cpu_new(1, &err);
+    pgd_net *net = pgd_net_new(be, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(net);
+    int x = pgd_net_input(net, 3, 8, 8);
+    x = pgd_net_conv(net, x, "conv", 4, 3, 1, 1, 1, 0);   /* n 2: in 384, w 108, out 512 values */
+    x = pgd_net_conv(net, x, "dw", 4, 3, 1, 1, 4, 0);     /* depthwise: in 512, w 36, out 512 */
+    x = pgd_net_linear(net, pgd_net_global_avgpool(net, x), "fc", 5, 1); /* in 8, w 20, out 10 */
+    CU_ASSERT_EQUAL_FATAL(pgd_net_finish(net, 1, &err), 0);
+    CU_ASSERT_EQUAL(pgd_net_half_bytes(net, 2, NULL), 2 * (512 + 36 + 512));
+    CU_ASSERT_EQUAL(pgd_net_half_bytes(net, 2, round_512), 1024 + 512 + 1024); /* each buffer rounded */
+    CU_ASSERT_EQUAL(pgd_net_half_bytes(net, 1, NULL), 2 * (192 + 108 + 256)); /* n 1: the first conv is larger */
+    CU_ASSERT_EQUAL(pgd_net_half_bytes(net, 0, NULL), 0);
+    /* the CPU backend keeps its copies outside the budget: its plan does not change with the precision */
+    pgd_plan_req req = {.f = net, .moments = 0, .images = 2, .budget = (size_t)1 << 30};
+    pgd_plan a, b;
+    CU_ASSERT_EQUAL_FATAL(pgd_plan_make(&req, &a, &err), 0);
+    CU_ASSERT_EQUAL(pgd_backend_set_precision(be, PGD_PREC_BF16, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(pgd_plan_make(&req, &b, &err), 0);
+    CU_ASSERT_EQUAL(pgd_plan_bytes(&a, 7), pgd_plan_bytes(&b, 7));
+    pgd_net_free(&net);
+    pgd_backend_free(&be);
+}
+
 static const pgd_test_case cases[] = {
     {"planned_vs_measured", test_planned_vs_measured},
     {"budget_holds", test_budget_holds},
@@ -315,6 +347,7 @@ static const pgd_test_case cases[] = {
     {"monotone", test_monotone},
     {"gd", test_gd},
     {"resnet50_4gib", test_resnet50_4gib},
+    {"half_bytes", test_half_bytes},
     {NULL, NULL},
 };
 

@@ -71,3 +71,26 @@ int pgd_backend_set_budget(pgd_backend *be, size_t bytes, pgd_err *err)
         return pgd_fail(err, PGD_EINVAL, "%s backend: cannot take a budget of %zu bytes", be->ops->name, bytes);
     return 0;
 }
+
+int pgd_backend_set_precision(pgd_backend *be, pgd_precision prec, pgd_err *err)
+{
+    if (prec != PGD_PREC_FP32 && prec != PGD_PREC_BF16 && prec != PGD_PREC_FP16)
+        return pgd_fail(err, PGD_EINVAL, "%s backend: unknown precision %d", be->ops->name, (int)prec);
+    be->precision = prec;
+    return 0;
+}
+
+static const char *const precision_names[] = {"fp32", "bf16", "fp16"};
+
+const char *pgd_precision_name(pgd_precision prec)
+{
+    return prec >= PGD_PREC_FP32 && prec <= PGD_PREC_FP16 ? precision_names[prec] : "?";
+}
+
+int pgd_precision_parse(const char *name)
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, precision_names[i]) == 0)
+            return i;
+    return -1;
+}

@@ -17,9 +17,23 @@
  *   do nothing and pgd_backend_error() reports the first failure with its file:line. Callers check it when
  *   convenient (at least once per step).
  * - Random ops (dropout) take a 64-bit seed and draw from a counter-based hash of (seed, element index), so
- *   the CPU and GPU backends produce the same mask for the same seed. */
+ *   the CPU and GPU backends produce the same mask for the same seed.
+ * - Precision (pgd_backend_set_precision; fp32 by default): in bf16 or fp16 the conv and linear ops round the
+ *   tensors they multiply to that format (round to nearest even; fp16 overflows to infinity) and multiply-add
+ *   in fp32, as tensor cores do. A conv also rounds what it writes (output, input gradient, and the filter
+ *   gradient before it is added); a linear writes fp32 (cuBLAS with an fp32 output). Bias adds and bias
+ *   gradients stay fp32. Storage stays fp32 and every other op stays fp32: parameters (the master weights),
+ *   their accumulated gradients and the optimizer state never lose precision. gpu_kernels.h has the rounding
+ *   both backends share; docs/gpu.md, "Mixed precision", the rest. */
 
 typedef struct pgd_backend pgd_backend;
+
+/* The format the conv and linear ops compute in (see the rules above). */
+typedef enum pgd_precision {
+    PGD_PREC_FP32 = 0,
+    PGD_PREC_BF16 = 1,      /* 8 exponent bits, 7 mantissa bits: fp32's range, no loss scaling needed */
+    PGD_PREC_FP16 = 2,      /* 5 exponent bits, 10 mantissa bits: gradients need loss scaling (trainer/scaler.h) */
+} pgd_precision;
 
 /* A 2-D convolution (cross-correlation, as in PyTorch): in [n, c, h, w] -> out [n, k, oh, ow], weights
  * [k, c / groups, r, s], optional bias [k]. groups divides c and k (groups == c == k is depthwise). */
@@ -33,6 +47,22 @@ typedef struct pgd_conv_shape {
 /* Fills oh/ow from the rest: oh = (h + 2 pad - r) / stride + 1. Returns -1 when the shape is invalid
  * (non-positive sizes, groups not dividing c and k, an empty output). */
 int pgd_conv_shape_init(pgd_conv_shape *sh, pgd_err *err);
+
+/* Element counts of a conv's input [n, c, h, w], output [n, k, oh, ow] and weights [k, c / groups, r, s]. */
+static inline size_t pgd_conv_in_count(const pgd_conv_shape *sh)
+{
+    return (size_t)sh->n * sh->c * sh->h * sh->w;
+}
+
+static inline size_t pgd_conv_out_count(const pgd_conv_shape *sh)
+{
+    return (size_t)sh->n * sh->k * sh->oh * sh->ow;
+}
+
+static inline size_t pgd_conv_filter_count(const pgd_conv_shape *sh)
+{
+    return (size_t)sh->k * (sh->c / sh->groups) * sh->r * sh->s;
+}
 
 /* A pooling window over in [n, c, h, w] -> out [n, c, oh, ow]. Max pooling ignores padded cells; average
  * pooling counts them (PyTorch's count_include_pad = True). */
@@ -170,6 +200,10 @@ typedef struct pgd_backend_ops {
     void (*sgd_update)(pgd_backend *be, float *param, const float *grad, float *mom, size_t count,
                        const pgd_sgd_hp *hp);
 
+    /* --- finiteness: *flag (backend memory) = 1 when any of x[count] is an infinity or a NaN; otherwise left as it
+     * was, so one flag can collect several buffers. ---------------------------------------------------------- */
+    void (*nonfinite)(pgd_backend *be, int32_t *flag, const float *x, size_t count);
+
     /* --- data --------------------------------------------------------------------------------------------- */
     /* uint8 HWC patches -> normalised float NCHW: out = (x / 255 - mean[ch]) / std[ch]. */
     void (*u8_to_float)(pgd_backend *be, float *out /* [n,c,h,w] */, const uint8_t *in /* [n,h,w,c] */,
@@ -201,6 +235,7 @@ struct pgd_backend {
     const pgd_backend_ops *ops;
     pgd_err err;            /* sticky: the first failure */
     int threads;            /* CPU threads the backend may use */
+    pgd_precision precision; /* of the conv and linear ops (pgd_backend_set_precision) */
     void *impl;             /* backend-private state */
 };
 
@@ -228,6 +263,14 @@ void pgd_backend_mem_stats(pgd_backend *be, pgd_mem_stats *st);
  * it: see docs/trainer.md, "Memory budget"); the CUDA backend takes its cap at creation (mem_budget_gb), so
  * this fails with PGD_EINVAL there. */
 int pgd_backend_set_budget(pgd_backend *be, size_t bytes, pgd_err *err);
+
+/* Sets the precision of the conv and linear ops (the rules at the top); both backends take all three at any
+ * time. Fails (PGD_EINVAL) on a value that is not a pgd_precision. */
+int pgd_backend_set_precision(pgd_backend *be, pgd_precision prec, pgd_err *err);
+
+/* "fp32", "bf16", "fp16" (pgd_precision_parse reads them back; -1 for another name). */
+const char *pgd_precision_name(pgd_precision prec);
+int pgd_precision_parse(const char *name);
 
 /* Frees the backend and sets *be to NULL (NULL is fine). */
 void pgd_backend_free(pgd_backend **be);

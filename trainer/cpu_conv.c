@@ -449,6 +449,24 @@ void pgd_cpu_conv2d_backward_data(pgd_backend *be, float *din, const float *dout
     }
 }
 
+/* dbias [k] += the sums of dout [n, k, oh, ow] over images and cells (per image in float, over images in
+ * double). */
+void pgd_cpu_conv_bias_grad(float *dbias, const float *dout, const pgd_conv_shape *sh)
+{
+    size_t cells = (size_t)sh->oh * sh->ow;
+    for (int o = 0; o < sh->k; o++) {
+        double sum = 0.0;
+        for (int img = 0; img < sh->n; img++) {
+            const float *g = dout + ((size_t)img * sh->k + o) * cells;
+            float part = 0.0f;
+            for (size_t p = 0; p < cells; p++)
+                part += g[p];
+            sum += part;
+        }
+        dbias[o] += (float)sum;
+    }
+}
+
 /* Per tile and group: dw_g [kg, K] += dout_g [kg, width] x col^T [width, K]. */
 void pgd_cpu_conv2d_backward_filter(pgd_backend *be, float *dw, float *dbias, const float *dout, const float *in,
                                     const pgd_conv_shape *sh)
@@ -456,19 +474,8 @@ void pgd_cpu_conv2d_backward_filter(pgd_backend *be, float *dw, float *dbias, co
     if (be->err.code)
         return;
     conv_dims d = dims_of(sh);
-    if (dbias) {
-        for (int o = 0; o < sh->k; o++) {
-            double sum = 0.0;
-            for (int img = 0; img < sh->n; img++) {
-                const float *g = dout + ((size_t)img * sh->k + o) * d.P;
-                float part = 0.0f;
-                for (int p = 0; p < d.P; p++)
-                    part += g[p];
-                sum += part;
-            }
-            dbias[o] += (float)sum;
-        }
-    }
+    if (dbias)
+        pgd_cpu_conv_bias_grad(dbias, dout, sh);
     if (is_depthwise(sh)) {
         dw_backward_filter(dw, dout, in, sh);
         return;

@@ -4,8 +4,15 @@
 
 #include "trainer/backend.h"
 
-/* Scratch buffers reused by conv; each grows, never shrinks. */
-enum { PGD_CPU_SCRATCH_COLS, PGD_CPU_SCRATCH_WEIGHTS, PGD_CPU_SCRATCH_COUNT };
+/* Scratch buffers reused by conv and by the half-precision emulation; each grows, never shrinks. */
+enum {
+    PGD_CPU_SCRATCH_COLS,
+    PGD_CPU_SCRATCH_WEIGHTS,
+    PGD_CPU_SCRATCH_HALF_A,     /* cpu_half.c: rounded copies of operands, and a filter gradient */
+    PGD_CPU_SCRATCH_HALF_B,
+    PGD_CPU_SCRATCH_HALF_C,
+    PGD_CPU_SCRATCH_COUNT
+};
 
 /* Backend-private state of the CPU backend (be->impl). */
 typedef struct pgd_cpu_impl {
@@ -25,6 +32,22 @@ void pgd_cpu_conv2d_backward_data(pgd_backend *be, float *din, const float *dout
                                   const pgd_conv_shape *sh);
 void pgd_cpu_conv2d_backward_filter(pgd_backend *be, float *dw, float *dbias, const float *dout, const float *in,
                                     const pgd_conv_shape *sh);
+/* dbias [k] += dout summed over images and cells. */
+void pgd_cpu_conv_bias_grad(float *dbias, const float *dout, const pgd_conv_shape *sh);
+
+/* cpu_half.c: the conv and linear ops of the table, which emulate be->precision (backend.h) around the fp32
+ * ones, and the finiteness check */
+void pgd_cpu_mp_conv2d_forward(pgd_backend *be, float *out, const float *in, const float *w, const float *bias,
+                               const pgd_conv_shape *sh);
+void pgd_cpu_mp_conv2d_backward_data(pgd_backend *be, float *din, const float *dout, const float *w,
+                                     const pgd_conv_shape *sh);
+void pgd_cpu_mp_conv2d_backward_filter(pgd_backend *be, float *dw, float *dbias, const float *dout,
+                                       const float *in, const pgd_conv_shape *sh);
+void pgd_cpu_mp_linear_forward(pgd_backend *be, float *out, const float *in, const float *w, const float *b, int n,
+                               int i, int o);
+void pgd_cpu_mp_linear_backward(pgd_backend *be, float *din, float *dw, float *db, const float *dout,
+                                const float *in, const float *w, int n, int i, int o);
+void pgd_cpu_nonfinite(pgd_backend *be, int32_t *flag, const float *x, size_t count);
 
 /* cpu_norm.c */
 void pgd_cpu_bn_forward_train(pgd_backend *be, float *out, float *save_mean, float *save_invstd, float *run_mean,
@@ -53,6 +76,8 @@ void pgd_cpu_linear_forward(pgd_backend *be, float *out, const float *in, const 
                             int i, int o);
 void pgd_cpu_linear_backward(pgd_backend *be, float *din, float *dw, float *db, const float *dout,
                              const float *in, const float *w, int n, int i, int o);
+/* db [o] += the column sums of dout [n, o] (in double). */
+void pgd_cpu_linear_bias_grad(float *db, const float *dout, int n, int o);
 void pgd_cpu_dropout2d_forward(pgd_backend *be, float *out, float *mask, const float *in, int n, int c, int hw,
                                float p, uint64_t seed);
 void pgd_cpu_dropout2d_backward(pgd_backend *be, float *din, const float *dout, const float *mask, int n, int c,

@@ -50,12 +50,17 @@ void pgd_cpu_linear_backward(pgd_backend *be, float *din, float *dw, float *db, 
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, i, o, 1.0f, dout, o, w, i, 0.0f, din, i);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o, i, n, 1.0f, dout, o, in, i, 1.0f, dw, i);
     if (db)
-        for (int j = 0; j < o; j++) {
-            double sum = 0.0;
-            for (int row = 0; row < n; row++)
-                sum += dout[(size_t)row * o + j];
-            db[j] += (float)sum;
-        }
+        pgd_cpu_linear_bias_grad(db, dout, n, o);
+}
+
+void pgd_cpu_linear_bias_grad(float *db, const float *dout, int n, int o)
+{
+    for (int j = 0; j < o; j++) {
+        double sum = 0.0;
+        for (int row = 0; row < n; row++)
+            sum += dout[(size_t)row * o + j];
+        db[j] += (float)sum;
+    }
 }
 
 /* Channel (img, ch) is kept when pgd_hash_uniform(seed, img * c + ch) >= p, so it survives with probability

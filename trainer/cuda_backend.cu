@@ -239,6 +239,7 @@ static pgd_backend_ops make_ops(void)
     o.xent_backward = pgd_cuda_xent_backward;
     o.adam_update = pgd_cuda_adam_update;
     o.sgd_update = pgd_cuda_sgd_update;
+    o.nonfinite = pgd_cuda_nonfinite;
     o.u8_to_float = pgd_cuda_u8_to_float;
     o.z_scatter = pgd_cuda_z_scatter;
     o.z_gather = pgd_cuda_z_gather;

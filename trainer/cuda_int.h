@@ -124,6 +124,16 @@ void pgd_cuda_z_scatter(pgd_backend *be, float *z, const float *feat, const uint
 void pgd_cuda_z_gather(pgd_backend *be, float *dfeat, const float *dz, const uint32_t *cell, int count, int s,
                        int mn);
 
+/* cuda_half.cu: bf16 / fp16 (backend.h, "Precision"). Staging buffers are blocks of the pool (counted by its
+ * budget), taken per call and released at its end. */
+/* count 16-bit values in be->precision's format, holding src rounded (gpu_kernels.h), or uninitialised when src
+ * is NULL (for a result). NULL with the sticky error; release with pgd_cuda_half_release (NULL is fine). */
+void *pgd_cuda_half_stage(pgd_backend *be, const float *src, size_t count);
+void pgd_cuda_half_release(pgd_backend *be, void *h);
+/* dst = h as fp32 (accumulate 0), or dst += h as fp32 (accumulate 1). */
+void pgd_cuda_half_unstage(pgd_backend *be, float *dst, const void *h, size_t count, int accumulate);
+void pgd_cuda_nonfinite(pgd_backend *be, int32_t *flag, const float *x, size_t count);
+
 /* cuda_optim.cu */
 void pgd_cuda_adam_update(pgd_backend *be, float *param, const float *grad, float *m, float *v, size_t count,
                           const pgd_adam_hp *hp);

@@ -58,6 +58,49 @@ __global__ static void bias_grad_kernel(float *db, const float *dout, int n, int
     }
 }
 
+/* bf16 / fp16 (backend.h, "Precision"): the same products with cublasGemmEx on 16-bit copies of the operands
+ * (staged by cuda_half.cu, released at the end of the call), fp32 accumulation (CUBLAS_COMPUTE_32F) and an fp32
+ * C, which is written or accumulated unrounded. The handle's CUBLAS_DEFAULT_MATH lets 16-bit inputs use tensor
+ * cores (only fp32 inputs would need CUBLAS_TF32_TENSOR_OP_MATH for TF32, which the backend never sets). */
+static cudaDataType half_type(const pgd_backend *be)
+{
+    return be->precision == PGD_PREC_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+}
+
+/* C [m, nc] (ld ldc, fp32) = alpha op(A) op(B) + beta C, A and B 16-bit: cublasSgemm's arguments for GemmEx. */
+static int gemm_half(pgd_backend *be, cublasOperation_t ta, cublasOperation_t tb, int m, int nc, int k,
+                     const float *alpha, const void *a, int lda, const void *b, int ldb, const float *beta, float *c,
+                     int ldc)
+{
+    cudaDataType t = half_type(be);
+    return BLAS_CHECK(be, cublasGemmEx(pgd_cuda(be)->cublas, ta, tb, m, nc, k, alpha, a, t, lda, b, t, ldb, beta, c,
+                                       CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+static void linear_forward_half(pgd_backend *be, float *out, const float *in, const float *w, int n, int i, int o)
+{
+    void *hin = pgd_cuda_half_stage(be, in, (size_t)n * i);
+    void *hw = pgd_cuda_half_stage(be, w, (size_t)o * i);
+    const float one = 1.0f, zero = 0.0f;
+    if (!be->err.code)
+        gemm_half(be, CUBLAS_OP_T, CUBLAS_OP_N, o, n, i, &one, hw, i, hin, i, &zero, out, o);
+    pgd_cuda_half_release(be, hin), pgd_cuda_half_release(be, hw);
+}
+
+/* w is staged only when din is asked for. The bias gradient is the caller's, from the fp32 dout. */
+static void linear_backward_half(pgd_backend *be, float *din, float *dw, const float *dout, const float *in,
+                                 const float *w, int n, int i, int o)
+{
+    void *hdout = pgd_cuda_half_stage(be, dout, (size_t)n * o);
+    void *hw = din ? pgd_cuda_half_stage(be, w, (size_t)o * i) : NULL;
+    void *hin = pgd_cuda_half_stage(be, in, (size_t)n * i);
+    const float one = 1.0f, zero = 0.0f;
+    if (!be->err.code && (!din || gemm_half(be, CUBLAS_OP_N, CUBLAS_OP_N, i, n, o, &one, hw, i, hdout, o, &zero, din,
+                                            i) == 0))
+        gemm_half(be, CUBLAS_OP_N, CUBLAS_OP_T, i, o, n, &one, hin, i, hdout, o, &one, dw, i);
+    pgd_cuda_half_release(be, hdout), pgd_cuda_half_release(be, hw), pgd_cuda_half_release(be, hin);
+}
+
 /* out [n, o] = in [n, i] w^T: column-major out^T [o, n] (ld o) = (w^T [i, o], ld i)^T x in^T [i, n] (ld i). */
 void pgd_cuda_linear_forward(pgd_backend *be, float *out, const float *in, const float *w, const float *b, int n,
                              int i, int o)
@@ -66,8 +109,11 @@ void pgd_cuda_linear_forward(pgd_backend *be, float *out, const float *in, const
         return;
     pgd_cuda_impl *impl = pgd_cuda(be);
     const float one = 1.0f, zero = 0.0f;
-    if (BLAS_CHECK(be, cublasSgemm(impl->cublas, CUBLAS_OP_T, CUBLAS_OP_N, o, n, i, &one, w, i, in, i, &zero, out,
-                                   o)) < 0)
+    if (be->precision != PGD_PREC_FP32)
+        linear_forward_half(be, out, in, w, n, i, o);
+    else
+        BLAS_CHECK(be, cublasSgemm(impl->cublas, CUBLAS_OP_T, CUBLAS_OP_N, o, n, i, &one, w, i, in, i, &zero, out, o));
+    if (be->err.code)
         return;
     if (b) {
         size_t total = (size_t)n * o;
@@ -85,12 +131,18 @@ void pgd_cuda_linear_backward(pgd_backend *be, float *din, float *dw, float *db,
         return;
     pgd_cuda_impl *impl = pgd_cuda(be);
     const float one = 1.0f, zero = 0.0f;
-    if (din && BLAS_CHECK(be, cublasSgemm(impl->cublas, CUBLAS_OP_N, CUBLAS_OP_N, i, n, o, &one, w, i, dout, o, &zero,
-                                          din, i)) < 0)
-        return;
-    if (BLAS_CHECK(be, cublasSgemm(impl->cublas, CUBLAS_OP_N, CUBLAS_OP_T, i, o, n, &one, in, i, dout, o, &one, dw,
-                                   i)) < 0)
-        return;
+    if (be->precision != PGD_PREC_FP32) {
+        linear_backward_half(be, din, dw, dout, in, w, n, i, o);
+        if (be->err.code)
+            return;
+    } else {
+        if (din && BLAS_CHECK(be, cublasSgemm(impl->cublas, CUBLAS_OP_N, CUBLAS_OP_N, i, n, o, &one, w, i, dout, o,
+                                              &zero, din, i)) < 0)
+            return;
+        if (BLAS_CHECK(be, cublasSgemm(impl->cublas, CUBLAS_OP_N, CUBLAS_OP_T, i, o, n, &one, in, i, dout, o, &one,
+                                       dw, i)) < 0)
+            return;
+    }
     if (db)
         bias_grad_kernel LAUNCH(be, (size_t)o)(db, dout, n, o);
     LAUNCH_CHECK(be, "linear_backward");

@@ -7,6 +7,7 @@
 #include "err.h"
 #include "trainer/net.h"
 #include "trainer/optim.h"
+#include "trainer/scaler.h"
 
 typedef struct pgd_gd_cfg {
     int max_images;         /* images per step */
@@ -27,6 +28,10 @@ void pgd_gd_free(pgd_gd **gd);
  * be NULL) the softmax of the train-mode forward. */
 int pgd_gd_step(pgd_gd *gd, const uint8_t *pixels, const int32_t *labels, int images, float lr, float *loss,
                 float *probs, pgd_err *err);
+
+/* fp16 loss scaling, as pgd_patchgd_set_scaler: a step whose gradients are not all finite makes no update. */
+void pgd_gd_set_scaler(pgd_gd *gd, pgd_scaler *sc);
+int64_t pgd_gd_skipped(const pgd_gd *gd);
 
 /* Eval-mode forward: probs (host, [images, classes]). */
 int pgd_gd_predict(pgd_gd *gd, const uint8_t *pixels, int images, float *probs, pgd_err *err);

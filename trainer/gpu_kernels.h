@@ -218,4 +218,83 @@ static inline PGD_HD void pgd_gk_sgd_at(float *param, const float *grad, float *
     param[i] -= lr * g;
 }
 
+/* --- 16-bit floats: bf16 and IEEE fp16 as bit patterns, rounded to nearest even -------------------------- */
+/* The CUDA backend's conversion kernels and the CPU backend's emulation of half precision (cpu_half.c) share
+ * these, so both round alike. Precision codes as pgd_precision of backend.h: 1 bf16, 2 fp16. */
+
+static inline PGD_HD uint32_t pgd_gk_bits(float x)
+{
+    union { float f; uint32_t u; } v;
+    v.f = x;
+    return v.u;
+}
+
+static inline PGD_HD float pgd_gk_float(uint32_t u)
+{
+    union { float f; uint32_t u; } v;
+    v.u = u;
+    return v.f;
+}
+
+/* bf16 keeps float's exponent and the top 7 bits of its mantissa; a NaN stays a (quiet) NaN. */
+static inline PGD_HD uint16_t pgd_gk_to_bf16(float x)
+{
+    uint32_t u = pgd_gk_bits(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline PGD_HD float pgd_gk_from_bf16(uint16_t h)
+{
+    return pgd_gk_float((uint32_t)h << 16);
+}
+
+/* fp16: 5 exponent bits, 10 mantissa bits, subnormals; 65520 and above round to infinity. */
+static inline PGD_HD uint16_t pgd_gk_to_fp16(float x)
+{
+    uint32_t u = pgd_gk_bits(x);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u)                         /* NaN: quiet, the top of the payload kept */
+        return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+    if (a >= 0x477ff000u)                        /* 65520 and up, and infinity */
+        return (uint16_t)(sign | 0x7c00u);
+    if (a >= 0x38800000u) {                      /* a normal fp16: 2^-14 and up */
+        uint32_t r = a + 0xfffu + ((a >> 13) & 1u);
+        return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
+    }
+    uint32_t e = a >> 23;
+    if (e < 102)                                 /* below 2^-25: rounds to zero */
+        return sign;
+    uint32_t m = (a & 0x7fffffu) | 0x800000u, shift = 126 - e; /* units of 2^-24 */
+    uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1u)))
+        q++;
+    return (uint16_t)(sign | q);
+}
+
+static inline PGD_HD float pgd_gk_from_fp16(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1f)
+        return pgd_gk_float(sign | 0x7f800000u | (m << 13));
+    if (e == 0)
+        return pgd_gk_float(sign | pgd_gk_bits((float)m * (1.0f / 16777216.0f)));
+    return pgd_gk_float(sign | ((e + 112) << 23) | (m << 13));
+}
+
+/* x rounded to precision prec (1 bf16, 2 fp16; anything else: x). */
+static inline PGD_HD float pgd_gk_round(float x, int prec)
+{
+    return prec == 1 ? pgd_gk_from_bf16(pgd_gk_to_bf16(x)) : prec == 2 ? pgd_gk_from_fp16(pgd_gk_to_fp16(x)) : x;
+}
+
+/* One element of a finiteness check: 1 when x is an infinity or a NaN. */
+static inline PGD_HD int pgd_gk_nonfinite(float x)
+{
+    return (pgd_gk_bits(x) & 0x7f800000u) == 0x7f800000u;
+}
+
 #endif

@@ -83,6 +83,10 @@ int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err);
  * round (the backend's allocation granularity; NULL: as requested). Computed, nothing is allocated; the net
  * must be finished (0 otherwise). The memory planner (trainer/plan.h) sizes chunks with it. */
 size_t pgd_net_plan_bytes(const pgd_net *net, int n, size_t (*round)(size_t bytes));
+/* The most backend bytes one conv or linear op of the net holds while it runs in bf16 or fp16 on the CUDA
+ * backend: 16-bit copies of its input, weights and output (or of their gradients), each rounded by round, for
+ * batches of n. Computed as pgd_net_plan_bytes is. */
+size_t pgd_net_half_bytes(const pgd_net *net, int n, size_t (*round)(size_t bytes));
 /* in: [n, c, h, w] in backend memory. Returns the output [n, out] (backend memory, owned by the net, valid
  * until the next forward), or NULL on failure (err set). Dropout masks come from (seed, node). */
 const float *pgd_net_forward(pgd_net *net, const float *in, int n, pgd_net_mode mode, uint64_t seed,

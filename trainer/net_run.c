@@ -150,6 +150,28 @@ size_t pgd_net_plan_bytes(const pgd_net *net, int n, size_t (*round)(size_t byte
     return total;
 }
 
+size_t pgd_net_half_bytes(const pgd_net *net, int n, size_t (*round)(size_t bytes))
+{
+    if (!net->finished || n < 1)
+        return 0;
+    size_t most = 0;
+    for (int i = 0; i < net->node_count; i++) {
+        const pgd_node *nd = &net->nodes[i];
+        if (nd->op != PGD_OP_CONV && nd->op != PGD_OP_LINEAR)
+            continue;
+        const pgd_node *in = &net->nodes[nd->in[0]];
+        size_t per_in = pgd_node_count(in), nin = (size_t)n * per_in, nout = (size_t)n * pgd_node_count(nd);
+        size_t nw = nd->op == PGD_OP_CONV ? (size_t)nd->c * (size_t)(in->c / nd->groups) * nd->size * nd->size
+                                          : (size_t)nd->c * per_in;
+        size_t sizes[3] = {2 * nin, 2 * nw, 2 * nout}, bytes = 0;
+        for (int k = 0; k < 3; k++)
+            bytes += round ? round(sizes[k]) : sizes[k];
+        if (bytes > most)
+            most = bytes;
+    }
+    return most;
+}
+
 /* --- forward ---------------------------------------------------------------------------------------------- */
 
 static pgd_conv_shape conv_shape(const pgd_net *net, const pgd_node *nd, int n)

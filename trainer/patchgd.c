@@ -29,6 +29,8 @@ struct pgd_patchgd {
     int64_t fills, steps;   /* forward passes of Z-filling, inner steps taken */
     int pending;            /* inner steps accumulated since the last update */
     float lr;               /* of the next update */
+    pgd_scaler *scaler;     /* fp16 loss scaling, or NULL */
+    int64_t skipped;        /* updates skipped for overflow */
 };
 
 static uint64_t mix(uint64_t a, uint64_t b)
@@ -183,6 +185,16 @@ static int update(pgd_patchgd *pg, pgd_err *err)
 {
     float scale = 1.0f / (float)pg->pending;
     pg->pending = 0;
+    if (pg->scaler) {
+        pgd_net *nets[2] = {pg->opt_f ? pg->f : NULL, pg->opt_g ? pg->g : NULL};
+        float unscale = 1.0f;
+        int finite = pgd_scaler_check(pg->scaler, nets, 2, &unscale, err);
+        if (finite <= 0) {
+            pg->skipped += finite == 0;
+            return finite;
+        }
+        scale *= unscale;
+    }
     if (pg->opt_f && pgd_optim_step(pg->opt_f, pg->lr, scale, err) != 0)
         return -1;
     if (pg->opt_g && pgd_optim_step(pg->opt_g, pg->lr, scale, err) != 0)
@@ -252,7 +264,8 @@ int pgd_patchgd_inner(pgd_patchgd *pg, const uint8_t *pixels, const uint32_t *ce
         return -1;
     be->ops->upload(be, pg->labels, labels, (size_t)images * sizeof(int32_t));
     be->ops->xent_forward(be, pg->loss, pg->probs, logits, pg->labels, images, pg->classes);
-    be->ops->xent_backward(be, pg->dlogits, pg->probs, pg->labels, images, pg->classes, 1.0f / (float)images);
+    float loss_scale = pg->scaler ? pgd_scaler_scale(pg->scaler) : 1.0f;
+    be->ops->xent_backward(be, pg->dlogits, pg->probs, pg->labels, images, pg->classes, loss_scale / (float)images);
     if (pgd_net_backward(pg->g, pg->dlogits, pg->dz, err) != 0 ||
         backward_chunks(pg, pixels, cells, count, mode, mix(seed, 1), err) != 0)
         return -1;
@@ -272,6 +285,16 @@ int pgd_patchgd_inner(pgd_patchgd *pg, const uint8_t *pixels, const uint32_t *ce
 void pgd_patchgd_set_lr(pgd_patchgd *pg, float lr)
 {
     pg->lr = lr;
+}
+
+void pgd_patchgd_set_scaler(pgd_patchgd *pg, pgd_scaler *sc)
+{
+    pg->scaler = sc;
+}
+
+int64_t pgd_patchgd_skipped(const pgd_patchgd *pg)
+{
+    return pg->skipped;
 }
 
 int pgd_patchgd_flush(pgd_patchgd *pg, pgd_err *err)

@@ -7,6 +7,7 @@
 #include "err.h"
 #include "trainer/net.h"
 #include "trainer/optim.h"
+#include "trainer/scaler.h"
 
 /* Z is a block [images, s, m*n] in backend memory, one row per image of the current batch ("slot"); a
  * cell is named by slot * m*n + row * n + col everywhere below. The backbone f maps a patch [c, p, p] to
@@ -56,6 +57,12 @@ int pgd_patchgd_inner(pgd_patchgd *pg, const uint8_t *pixels, const uint32_t *ce
 /* The learning rate of the next updates (both optimizers); the caller follows its schedule (pgd_opt_lr).
  * Starts at the backbone optimizer's cfg.lr. */
 void pgd_patchgd_set_lr(pgd_patchgd *pg, float lr);
+
+/* fp16 loss scaling (scaler.h; NULL: none, the default): the loss gradient is multiplied by its scale, and an
+ * update whose gradients are not all finite is skipped (gradients dropped). Not owned. */
+void pgd_patchgd_set_scaler(pgd_patchgd *pg, pgd_scaler *sc);
+/* Updates skipped so far for non-finite gradients (this object's life). */
+int64_t pgd_patchgd_skipped(const pgd_patchgd *pg);
 
 /* Applies a pending partial accumulation now (at an epoch end), scaled by the steps it holds. */
 int pgd_patchgd_flush(pgd_patchgd *pg, pgd_err *err);

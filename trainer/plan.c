@@ -72,11 +72,25 @@ static size_t sample_buffers(const pgd_plan *p, size_t per)
     return b + 2 * p->round(per * sizeof(int32_t)) + 2 * p->round(per * out * sizeof(float));
 }
 
+/* In bf16 / fp16 the CUDA backend holds 16-bit copies of a conv's or linear's operands while it runs (the CPU
+ * backend keeps them in its scratch buffers, outside the budget): the largest such op of f at per samples or of
+ * g at B images. */
+static size_t half_staging(const pgd_plan *p, int per)
+{
+    const pgd_backend *be = pgd_net_backend(p->req.f);
+    if (!is_cuda(be) || be->precision == PGD_PREC_FP32)
+        return 0;
+    size_t f = pgd_net_half_bytes(p->req.f, per, p->round);
+    size_t g = p->req.g ? pgd_net_half_bytes(p->req.g, p->req.images, p->round) : 0;
+    return f > g ? f : g;
+}
+
 size_t pgd_plan_bytes(const pgd_plan *p, int per)
 {
     if (per < 1)
         return p->fixed;
-    return p->fixed + pgd_net_plan_bytes(p->req.f, per, p->round) + sample_buffers(p, (size_t)per);
+    return p->fixed + pgd_net_plan_bytes(p->req.f, per, p->round) + sample_buffers(p, (size_t)per) +
+           half_staging(p, per);
 }
 
 static int fits(const pgd_plan *p, int per)
@@ -108,6 +122,8 @@ int pgd_plan_make(const pgd_plan_req *req, pgd_plan *p, pgd_err *err)
                   2 * p->round(B * classes * sizeof(float));
     }
     p->fixed = req->overhead + p->nets + p->moments + p->z + p->head;
+    if (req->moments > 0 && pgd_net_backend(req->f)->precision == PGD_PREC_FP16)
+        p->fixed += p->round(sizeof(int32_t)); /* the loss scaler's flag */
     p->per_patch = pgd_plan_bytes(p, 2) - pgd_plan_bytes(p, 1);
     /* bytes grow with per: double to the first that does not fit, then bisect */
     int lo = 0, hi = 1;

@@ -41,7 +41,8 @@ typedef struct pgd_plan {
 int pgd_plan_make(const pgd_plan_req *req, pgd_plan *plan, pgd_err *err);
 
 /* Total backend bytes with `per` patches (GD: images) per backbone forward: fixed + f's activations for per
- * samples + the patch (or image) buffers of per samples. */
+ * samples + the patch (or image) buffers of per samples + on CUDA in bf16 / fp16, the 16-bit copies the
+ * largest conv or linear op holds while it runs (pgd_net_half_bytes). */
 size_t pgd_plan_bytes(const pgd_plan *plan, int per);
 
 /* 0 when `per` patches per forward fit the budget; else -1 with a PGD_EINVAL message that names `what` ("an

@@ -48,6 +48,9 @@ typedef struct pgd_run_opts {
     double gpu_mem_gb;      /* cap on the CUDA backend's device memory, GiB (0: the device's) */
     double mem_gb;          /* the memory budget the trainer plans within, GiB, any backend (0: gpu_mem_gb on cuda,
                              * else none) */
+    int precision;          /* pgd_precision of the conv and linear ops */
+    double loss_scale;      /* fp16: the first loss scale */
+    int64_t loss_scale_interval; /* fp16: finite updates before the scale doubles (0: fixed) */
     char *weights;          /* initial weights (safetensors), or the model to evaluate */
     char *skip;             /* tensor-name prefix not loaded from weights ("fc.") */
     char *run_dir;          /* metrics.jsonl, model.safetensors, state.safetensors, predictions.csv */
@@ -91,6 +94,7 @@ typedef struct pgd_run {
     pgd_optim *opt_f, *opt_g;
     pgd_patchgd *pg;
     pgd_gd *gd;
+    pgd_scaler *scaler;     /* fp16 training: dynamic loss scaling; else NULL */
     pgd_plan plan;          /* the memory plan (plan.req.budget 0: no budget) */
     int plan_chunk;         /* the inner_chunk the plan settled on (0: an inner step in one forward) */
     int built, patch, channels, grid_m, grid_n;
@@ -159,6 +163,10 @@ void pgd_run_unbuild(pgd_run *r);
 #define PGD_RUN_META_FILLS "pgd.fills"
 #define PGD_RUN_META_INNER_STEPS "pgd.inner_steps"
 #define PGD_RUN_META_GD_STEPS "pgd.gd_steps"
+#define PGD_RUN_META_SCALE "pgd.loss_scale"          /* fp16 runs: the loss scaler's state (scaler.h) */
+#define PGD_RUN_META_SCALE_GOOD "pgd.loss_scale_good"
+#define PGD_RUN_META_SCALE_SKIPPED "pgd.loss_scale_skipped"
+#define PGD_RUN_META_SCALE_STREAK "pgd.loss_scale_streak"
 
 /* run_out.c: the run folder: metrics lines, predictions, checkpoints. */
 int pgd_run_out_open(pgd_run *r, pgd_err *err);

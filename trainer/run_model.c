@@ -41,6 +41,23 @@ static int make_optimizers(pgd_run *r, pgd_err *err)
     return 0;
 }
 
+/* fp16 training scales its loss (scaler.h); bf16 has fp32's range and needs no scaling. */
+static int make_scaler(pgd_run *r, pgd_err *err)
+{
+    if (r->o.precision != PGD_PREC_FP16)
+        return 0;
+    pgd_scaler_cfg sc = pgd_scaler_defaults();
+    sc.init = (float)r->o.loss_scale;
+    sc.interval = (int)r->o.loss_scale_interval;
+    if (!(r->scaler = pgd_scaler_new(r->be, &sc, err)))
+        return -1;
+    if (r->pg)
+        pgd_patchgd_set_scaler(r->pg, r->scaler);
+    if (r->gd)
+        pgd_gd_set_scaler(r->gd, r->scaler);
+    return 0;
+}
+
 size_t pgd_run_budget(const pgd_run_opts *o)
 {
     double gb = o->mem_gb > 0 ? o->mem_gb : o->device == PGD_DEVICE_CUDA ? o->gpu_mem_gb : 0;
@@ -183,10 +200,10 @@ int pgd_run_build(pgd_run *r, const pgd_wire_header *h, pgd_err *err)
     double cap_gb = r->o.gpu_mem_gb > 0 ? r->o.gpu_mem_gb : r->o.mem_gb;
     r->be = r->o.device == PGD_DEVICE_CUDA ? pgd_backend_cuda_new((int)r->o.gpu, cap_gb, err)
                                            : pgd_backend_cpu_new((int)r->o.threads, err);
-    if (!r->be)
+    if (!r->be || pgd_backend_set_precision(r->be, (pgd_precision)r->o.precision, err) != 0)
         return -1;
     int rc = r->o.method == PGD_METHOD_GD ? build_gd(r, h, train, err) : build_patchgd(r, h, train, err);
-    if (rc != 0)
+    if (rc != 0 || (train && make_scaler(r, err) != 0))
         return -1;
     int classes = (int)pgd_net_out_count(r->g ? r->g : r->f);
     r->slot_id = calloc(B, sizeof *r->slot_id);
@@ -205,9 +222,10 @@ int pgd_run_build(pgd_run *r, const pgd_wire_header *h, pgd_err *err)
     if (pgd_run_resume_load(r, err) != 0 || pgd_run_z_open(r, h->flags, err) != 0)
         return -1;
     r->built = 1;
-    pgd_info("model: %s %s, %zu + %zu parameters, %s backend, grid %d x %d of %d px patches", 
-                 r->o.method == PGD_METHOD_GD ? "gd" : "patchgd", r->o.arch, pgd_net_param_count(r->f),
-                 r->g ? pgd_net_param_count(r->g) : (size_t)0, r->be->ops->name, r->grid_m, r->grid_n, r->patch);
+    pgd_info("model: %s %s, %zu + %zu parameters, %s backend in %s, grid %d x %d of %d px patches",
+             r->o.method == PGD_METHOD_GD ? "gd" : "patchgd", r->o.arch, pgd_net_param_count(r->f),
+             r->g ? pgd_net_param_count(r->g) : (size_t)0, r->be->ops->name,
+             pgd_precision_name(r->be->precision), r->grid_m, r->grid_n, r->patch);
     return 0;
 }
 
@@ -216,6 +234,7 @@ void pgd_run_unbuild(pgd_run *r)
     pgd_run_z_close(r);
     pgd_patchgd_free(&r->pg);
     pgd_gd_free(&r->gd);
+    pgd_scaler_free(&r->scaler);
     pgd_optim_free(&r->opt_f);
     pgd_optim_free(&r->opt_g);
     pgd_net_free(&r->f);

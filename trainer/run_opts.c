@@ -53,6 +53,14 @@ static const pgd_cfg_opt opts[] = {
      "memory budget in GiB on any backend: max_patches and inner_chunk left at 0 are chosen to fit it, set ones "
      "and GD batches are checked against it (the CPU backend is capped at it; cuda: also the allocator's cap "
      "unless gpu_mem_gb is set); 0: gpu_mem_gb on cuda, else none", 0},
+    {"precision", PGD_CFG_ENUM, O(precision), "fp32", 0, 0, "fp32|bf16|fp16",
+     "what convs and linear layers compute in: bf16 and fp16 round their operands and multiply-add in fp32 (tensor "
+     "cores on a GPU); weights, gradients and optimizer state stay fp32; fp16 trains with dynamic loss scaling "
+     "(docs/gpu.md, \"Mixed precision\")", 0},
+    {"loss_scale", PGD_CFG_FLOAT, O(loss_scale), "65536", 1, 1e30, NULL,
+     "fp16: the first loss scale (halved when a gradient overflows, the update skipped)", 0},
+    {"loss_scale_interval", PGD_CFG_INT, O(loss_scale_interval), "2000", 0, 1 << 30, NULL,
+     "fp16: updates without overflow before the loss scale doubles; 0: the scale stays fixed", 0},
     {"credit", PGD_CFG_INT, O(credit), "2", 1, 1024, NULL, "BATCH messages asked for ahead", 0},
     {"weights", PGD_CFG_STRING, O(weights), NULL, 0, 0, NULL,
      "safetensors to start from (training) or to evaluate with", 0},

@@ -113,6 +113,12 @@ void pgd_run_report(pgd_run *r, const char *phase, uint32_t epoch)
         pgd_backend_mem_stats(r->be, &st);
         put_number(r->metrics, "backend_peak_mb", (double)st.peak_reserved / (1024.0 * 1024.0));
     }
+    if (r->scaler) { /* fp16: the loss scale now and the updates skipped for overflow so far */
+        pgd_scaler_state st;
+        pgd_scaler_get(r->scaler, &st);
+        put_number(r->metrics, "loss_scale", (double)st.scale);
+        put_number(r->metrics, "skipped_updates", (double)st.skipped);
+    }
     fprintf(r->metrics, ",\"confusion\":");
     pgd_confusion_json(r->metrics, &t->conf);
     fprintf(r->metrics, "}\n");
@@ -182,6 +188,27 @@ static void counter_meta(const pgd_run *r, char vals[N_COUNTERS][24])
     snprintf(vals[4], 24, "%lld", (long long)gd_steps);
 }
 
+/* An fp16 run's loss scaler state (scale, good, skipped, streak), so that a resumed run scales as this one
+ * would have; returns the entries written to kv (0 without a scaler). */
+enum { N_SCALER = 4 };
+
+static int scaler_meta(const pgd_run *r, pgd_ckpt_kv *kv, char vals[N_SCALER][32])
+{
+    if (!r->scaler)
+        return 0;
+    pgd_scaler_state st;
+    pgd_scaler_get(r->scaler, &st);
+    snprintf(vals[0], 32, "%.9g", (double)st.scale);
+    snprintf(vals[1], 32, "%lld", (long long)st.good);
+    snprintf(vals[2], 32, "%lld", (long long)st.skipped);
+    snprintf(vals[3], 32, "%lld", (long long)st.streak);
+    static const char *const keys[N_SCALER] = {PGD_RUN_META_SCALE, PGD_RUN_META_SCALE_GOOD,
+                                               PGD_RUN_META_SCALE_SKIPPED, PGD_RUN_META_SCALE_STREAK};
+    for (int i = 0; i < N_SCALER; i++)
+        kv[i] = (pgd_ckpt_kv){keys[i], vals[i]};
+    return N_SCALER;
+}
+
 int pgd_run_checkpoint(pgd_run *r, uint32_t next_epoch, pgd_err *err)
 {
     char path[4200], vals[N_COUNTERS][24];
@@ -189,15 +216,17 @@ int pgd_run_checkpoint(pgd_run *r, uint32_t next_epoch, pgd_err *err)
         return 0;
     pgd_ckpt_net nets[2] = {{.net = r->f, .prefix = ""}, {.net = r->g, .prefix = ""}};
     counter_meta(r, vals);
-    const pgd_ckpt_kv meta[2 + N_COUNTERS] = {{"pgd.arch", r->o.arch},
-                                              {"pgd.method", r->o.method == PGD_METHOD_GD ? "gd" : "patchgd"},
-                                              {PGD_RUN_META_STEP, vals[0]},
-                                              {PGD_RUN_META_TICK, vals[1]},
-                                              {PGD_RUN_META_FILLS, vals[2]},
-                                              {PGD_RUN_META_INNER_STEPS, vals[3]},
-                                              {PGD_RUN_META_GD_STEPS, vals[4]}};
+    pgd_ckpt_kv meta[2 + N_COUNTERS + N_SCALER] = {{"pgd.arch", r->o.arch},
+                                                   {"pgd.method", r->o.method == PGD_METHOD_GD ? "gd" : "patchgd"},
+                                                   {PGD_RUN_META_STEP, vals[0]},
+                                                   {PGD_RUN_META_TICK, vals[1]},
+                                                   {PGD_RUN_META_FILLS, vals[2]},
+                                                   {PGD_RUN_META_INNER_STEPS, vals[3]},
+                                                   {PGD_RUN_META_GD_STEPS, vals[4]}};
+    char scaler_vals[N_SCALER][32];
+    int count = 2 + N_COUNTERS + scaler_meta(r, meta + 2 + N_COUNTERS, scaler_vals);
     if (path_in(path, sizeof path, r, "model.safetensors", err) != 0 ||
-        pgd_ckpt_save(path, nets, r->g ? 2 : 1, meta, 2 + N_COUNTERS, err) != 0)
+        pgd_ckpt_save(path, nets, r->g ? 2 : 1, meta, count, err) != 0)
         return -1;
     pgd_info("checkpoint: %s", path);
     if (!r->opt_f)

@@ -96,6 +96,33 @@ static void compare_hyper(const pgd_opt_cfg *saved, const pgd_opt_cfg *now)
                      (double)h[i].b);
 }
 
+/* fp16: the loss scaler's saved state; a model saved by a run without one (fp32, bf16) leaves it at its start. */
+static int resume_scaler(pgd_run *r, const char *path, pgd_err *err)
+{
+    pgd_st_file *f = pgd_st_open(path, PGD_ST_MMAP, err);
+    if (!f)
+        return -1;
+    const char *v = pgd_st_meta(f, PGD_RUN_META_SCALE);
+    pgd_scaler_state st = {0};
+    int rc = 0;
+    if (!v) {
+        pgd_warn("resume: %s has no loss scale (saved by a run not in fp16); scaling starts at %g", path,
+                 (double)pgd_scaler_scale(r->scaler));
+    } else {
+        char *end;
+        st.scale = strtof(v, &end);
+        if (end == v || *end)
+            rc = pgd_fail(err, PGD_EFORMAT, "%s: metadata '%s': '%.40s' is not a number", path, PGD_RUN_META_SCALE, v);
+        else if (meta_counter(f, path, PGD_RUN_META_SCALE_GOOD, &st.good, err) ||
+                 meta_counter(f, path, PGD_RUN_META_SCALE_SKIPPED, &st.skipped, err) ||
+                 meta_counter(f, path, PGD_RUN_META_SCALE_STREAK, &st.streak, err) ||
+                 pgd_scaler_set(r->scaler, &st, err) != 0)
+            rc = -1;
+    }
+    pgd_st_close(&f);
+    return rc;
+}
+
 int pgd_run_resume_load(pgd_run *r, pgd_err *err)
 {
     static const char *const kinds[3] = {"adam", "adamw", "sgd"};
@@ -139,6 +166,8 @@ int pgd_run_resume_load(pgd_run *r, pgd_err *err)
         pgd_patchgd_set_counters(r->pg, c.fills, c.inner_steps);
     if (r->gd)
         pgd_gd_set_counters(r->gd, c.gd_steps);
+    if (r->scaler && resume_scaler(r, model, err) != 0)
+        return -1;
     r->resume_check = 1;
     r->resume_epoch = st.epoch;
     r->resume_batch = st.batch;

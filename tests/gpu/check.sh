@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # check.sh: every GPU check in one command (make gpu-check): the CUDA op suite (also under PGD_CUDA_SYNC=1 and,
-# when compute-sanitizer is there, its memcheck), the allocator and CPU op suites, and the PyTorch comparisons
-# (tests/gpu/torch_compare.py). Fails when the build has no CUDA, there is no CUDA device, or PyTorch is missing:
-# a skip here would hide that nothing was verified.
+# when compute-sanitizer is there, its memcheck), the allocator and CPU op suites, the PyTorch comparisons
+# (tests/gpu/torch_compare.py) and the demo's training on the GPU in fp32 and bf16 (launch/demo.sh). Fails when the
+# build has no CUDA, there is no CUDA device, or PyTorch is missing: a skip here would hide that nothing was
+# verified.
 # It builds first (MAKE BUILD=BUILD all); when the build or a program fails for a missing library or header, it
 # names it and points at the bundle of tests/gpu/fetch-deps.sh and tests/gpu/env.sh (docs/gpu.md).
 # Usage: HAVE_CUDA=0|1 MAKE=make bash tests/gpu/check.sh BUILD   (from the project root; make gpu-check passes them)
@@ -93,7 +94,8 @@ for d in "${CUDA_HOME:-}" /usr/local/cuda; do
 done
 if [ -n "$cs" ]; then
   # The ops without cuDNN/cuBLAS inside are our own kernels: memcheck them for out-of-bounds accesses.
-  for c in pool global_avgpool relu dropout2d elementwise xent optim u8_to_float z_scatter_gather; do
+  # nonfinite, and conv_half with its conversion kernels (cuDNN inside too, but the staging is ours).
+  for c in pool global_avgpool relu dropout2d elementwise xent optim u8_to_float z_scatter_gather nonfinite conv_half; do
     step "memcheck_$c" "$cs" --tool memcheck --error-exitcode 1 "$build/tests/test_gpu_ops" "$c"
   done
 else
@@ -108,6 +110,16 @@ else
   echo "gpu-check: python3 cannot import torch, torchvision and numpy"
   results+=("FAIL  torch_compare (PyTorch, torchvision or NumPy missing)")
   failed=1
+fi
+
+# The demo's training on the GPU (launch/demo.sh with resnet50 on the CUDA backend), in fp32 and in bf16: the whole
+# graph, PatchGD and GD at both budgets. PGD_GPU_CHECK_DEMO_EPOCHS epochs (2; 0 leaves the demo out).
+demo_epochs=${PGD_GPU_CHECK_DEMO_EPOCHS:-2}
+if [ "$demo_epochs" -gt 0 ]; then
+  for prec in fp32 bf16; do
+    step "demo_cuda_$prec" env PGD_BUILD="$build" PGD_DEMO_DIR="$logs/demo-$prec" PGD_DEMO_DEVICE=cuda \
+      PGD_DEMO_PRECISION="$prec" PGD_DEMO_EPOCHS="$demo_epochs" PGD_DEMO_GD_EPOCHS="$demo_epochs" bash launch/demo.sh
+  done
 fi
 
 echo "== gpu-check summary (logs in $logs)"
