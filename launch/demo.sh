@@ -4,8 +4,8 @@
 # evaluates them on held-out slides and prints a table. `make demo` builds everything first and runs it.
 #
 # Settings (environment): PGD_BUILD (build/), PGD_DEMO_DIR (demo-run/, replaced), PGD_DEMO_TRAIN (720
-# training slides), PGD_DEMO_VAL (120 held-out slides), PGD_DEMO_EPOCHS (PatchGD epochs, 10),
-# PGD_DEMO_GD_EPOCHS (GD epochs, 10), PGD_DEMO_LOADERS (cores - 1, at least 1), PGD_DEMO_DEVICE (cpu: small_cnn
+# training slides), PGD_DEMO_VAL (120 held-out slides), PGD_DEMO_EPOCHS (PatchGD epochs, 15),
+# PGD_DEMO_GD_EPOCHS (GD epochs, 15), PGD_DEMO_LOADERS (cores - 1, at least 1), PGD_DEMO_DEVICE (cpu: small_cnn
 # on the CPU backend; cuda: resnet50 on the CUDA backend, whose results on a GPU are not verified yet),
 # PGD_DEMO_PRECISION (fp32, bf16 or fp16: what convolutions and linear layers compute in; fp32).
 set -euo pipefail
@@ -14,8 +14,8 @@ B=${PGD_BUILD:-$root/build}
 out=${PGD_DEMO_DIR:-$root/demo-run}
 n_train=${PGD_DEMO_TRAIN:-720}
 n_val=${PGD_DEMO_VAL:-120}
-epochs=${PGD_DEMO_EPOCHS:-10}
-gd_epochs=${PGD_DEMO_GD_EPOCHS:-10}
+epochs=${PGD_DEMO_EPOCHS:-15}
+gd_epochs=${PGD_DEMO_GD_EPOCHS:-15}
 cores=$(nproc)
 loaders=${PGD_DEMO_LOADERS:-$((cores > 1 ? cores - 1 : 1))}
 device=${PGD_DEMO_DEVICE:-cpu}
