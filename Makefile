@@ -176,8 +176,8 @@ asan: deps
 
 bench: all
 
-# Every GPU check in one command (docs/gpu.md): the GPU op suite, the allocator suite and the PyTorch
-# comparisons. Fails when the build has no CUDA or the machine no CUDA device: it is the explicit GPU command.
+# Every GPU check in one command (docs/gpu.md): the GPU op suite, the allocator suite, the PyTorch
+# comparisons and the demo on the GPU. Fails when the build has no CUDA or the machine no CUDA device: it is the explicit GPU command.
 # check.sh builds (all) itself, so that it can name a missing library (tests/gpu/env.sh, fetch-deps.sh).
 gpu-check:
 	@HAVE_CUDA=$(HAVE_CUDA) MAKE='$(MAKE)' bash tests/gpu/check.sh $(BUILD)

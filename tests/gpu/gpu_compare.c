@@ -19,6 +19,8 @@
  *       [B, S, M, N] after the fill, loss.npy [1], grad.NAME.npy, and param.NAME.npy after the update, for the
  *       backbone's tensors and the head's ("head.*").
  *
+ *   Both take --precision fp32|bf16|fp16 (fp32): what the backend's conv and linear ops compute in (backend.h).
+ *
  *   gpu_compare init --arch A --size S --classes C --out W.safetensors
  *   gpu_compare init --arch A --patch P --s S --grid M N --width W --classes C --out W.safetensors
  *       Writes our own initialisation of the net (or of backbone + head) as a checkpoint: the CPU smoke run of
@@ -47,7 +49,7 @@ const char *__asan_default_options(void)
 #endif
 
 typedef struct args {
-    const char *mode, *arch, *weights, *input, *labels, *pixels, *cells, *backend, *out;
+    const char *mode, *arch, *weights, *input, *labels, *pixels, *cells, *backend, *out, *precision;
     int size, classes, patch, s, m, n, images, width, max_patches;
     float lr;
 } args;
@@ -62,6 +64,7 @@ static int parse(int argc, char **argv, args *a)
 {
     memset(a, 0, sizeof *a);
     a->backend = "cuda";
+    a->precision = "fp32";
     a->lr = 1e-3f;
     if (argc < 2)
         return -1;
@@ -80,6 +83,7 @@ static int parse(int argc, char **argv, args *a)
         else if (!strcmp(k, "--cells")) a->cells = v;
         else if (!strcmp(k, "--backend")) a->backend = v;
         else if (!strcmp(k, "--out")) a->out = v;
+        else if (!strcmp(k, "--precision")) a->precision = v;
         else if (!strcmp(k, "--size")) a->size = atoi(v);
         else if (!strcmp(k, "--classes")) a->classes = atoi(v);
         else if (!strcmp(k, "--patch")) a->patch = atoi(v);
@@ -392,8 +396,13 @@ int main(int argc, char **argv)
     if (parse(argc, argv, &a) != 0)
         return usage("bad arguments");
     pgd_err err = PGD_ERR_INIT;
+    int prec = pgd_precision_parse(a.precision);
+    if (prec < 0)
+        return usage("--precision takes fp32, bf16 or fp16");
     pgd_backend *be = open_backend(a.backend, &err);
     int rc = -1;
+    if (be && pgd_backend_set_precision(be, (pgd_precision)prec, &err) != 0)
+        pgd_backend_free(&be);
     if (be) {
         if (!strcmp(a.mode, "init") && a.classes > 0 && (a.size > 0 || (a.patch > 0 && a.s > 0 && a.m > 0 &&
                                                                           a.n > 0 && a.width > 0)))
@@ -409,8 +418,8 @@ int main(int argc, char **argv)
         }
         pgd_mem_stats st;
         pgd_backend_mem_stats(be, &st);
-        printf("gpu_compare %s %s on %s: %s; backend memory peak %.1f MiB\n", a.mode, a.arch, a.backend,
-               rc == 0 ? "done" : "FAILED", (double)st.peak_in_use / 1048576.0);
+        printf("gpu_compare %s %s on %s in %s: %s; backend memory peak %.1f MiB\n", a.mode, a.arch, a.backend,
+               a.precision, rc == 0 ? "done" : "FAILED", (double)st.peak_in_use / 1048576.0);
         pgd_backend_free(&be);
     }
     if (rc != 0) {

@@ -24,6 +24,13 @@ Tolerances (max-norm relative: the largest |ours - torch| of a tensor over the l
   Adam updates: the first update is about lr * sign(grad), so an element whose gradient is ~0 may flip;
   at most UPDATE_FLIP_FRAC 1e-3 of a tensor's elements may differ by more than lr / 10.
 
+Then the same two models in bf16 and fp16 (gpu_compare --precision): our CUDA backend against our CPU backend in
+the same precision, whose rounding is the reference (trainer/cpu_half.c; PyTorch's autocast rounds elsewhere).
+  HALF_TOL  bf16: 3e-2 logits / loss / statistics, 6e-2 gradients; fp16: 4e-3 and 1e-2. A conv's 16-bit output
+            may round to the neighbouring value where the two backends' fp32 sums differ in the last bits (one
+            unit: 2^-8 in bf16, 2^-11 in fp16), and ~50 layers carry that on. First estimates: the first GPU
+            run prints the errors found.
+
 --smoke runs only our side, on the CPU backend, without PyTorch or NumPy (weights from `gpu_compare init`,
 inputs from Python's random), and checks that every output exists with the right shape and finite values:
 it checks the plumbing on a machine without a GPU.
@@ -46,6 +53,7 @@ import sys
 LOGIT_TOL = 1e-3
 GRAD_TOL = 5e-3
 UPDATE_FLIP_FRAC = 1e-3
+HALF_TOL = {"bf16": (3e-2, 6e-2), "fp16": (4e-3, 1e-2)}  # (logits, loss, statistics), gradients
 
 NET_SIZE, NET_BATCH, NET_CLASSES = 64, 4, 10
 PG = dict(arch="resnet50", patch=32, s=16, m=4, n=4, images=3, width=32, classes=3, max_patches=12, per_image=3,
@@ -266,6 +274,29 @@ def check_net(arch, tool, work, backends, device, rep):
             rep.check("%s %s %s" % (arch, be, name), load(os.path.join(out, "buffer.%s.npy" % name)), b, LOGIT_TOL)
 
 
+def check_half(arch, tool, work, rep):
+    """CUDA against CPU on check_net's weights and input, both in bf16 and in fp16."""
+    d = os.path.join(work, arch)
+    for prec, (tol, grad_tol) in HALF_TOL.items():
+        print("\n== %s in %s: cuda against cpu" % (arch, prec))
+        outs = {}
+        for be in ("cuda", "cpu"):
+            out = outs[be] = os.path.join(d, "%s-%s" % (be, prec))
+            os.makedirs(out, exist_ok=True)
+            run_tool(tool, ["net", "--arch", arch, "--size", NET_SIZE, "--classes", NET_CLASSES, "--weights",
+                            os.path.join(d, "weights.safetensors"), "--input", os.path.join(d, "x.npy"), "--labels",
+                            os.path.join(d, "labels.npy"), "--backend", be, "--precision", prec, "--out", out])
+        for name in sorted(os.listdir(outs["cpu"])):
+            if not name.endswith(".npy"):
+                continue
+            what = "%s %s %s" % (arch, prec, name[:-4])
+            if not os.path.exists(os.path.join(outs["cuda"], name)):
+                rep.fail(what, "missing on cuda")
+                continue
+            rep.check(what, load(os.path.join(outs["cuda"], name)), load(os.path.join(outs["cpu"], name)),
+                      grad_tol if name.startswith("grad.") else tol)
+
+
 def build_head(s, m, n, width, classes):
     import torch.nn as nn
     layers, h, w = [], m, n
@@ -396,6 +427,19 @@ def smoke(tool, work):
         loss = expect(os.path.join(d, "loss.npy"), (1,), arch + " loss")[0]
         if not 0 < loss < 20:
             raise RuntimeError("%s: implausible loss %g" % (arch, loss))
+        if arch == "resnet18":  # bf16 on the CPU: the precision reaches the backend and rounds (train-mode BN over
+            # 2 images x 1 x 1 cells in the last stage turns small differences into large ones: no bound on size)
+            h = os.path.join(d, "bf16")
+            os.makedirs(h, exist_ok=True)
+            run_tool(tool, ["net", "--arch", arch, "--size", 32, "--classes", 5, "--weights", w, "--input",
+                            os.path.join(d, "x.npy"), "--labels", os.path.join(d, "labels.npy"), "--backend", "cpu",
+                            "--precision", "bf16", "--out", h])
+            full = read_npy(os.path.join(d, "logits.npy"))[1]
+            half = expect(os.path.join(h, "logits.npy"), (2, 5), arch + " bf16 logits")
+            diff = max(abs(a - b) for a, b in zip(full, half)) / max(abs(a) for a in full)
+            print("    bf16 logits against fp32: max-norm relative difference %.3g" % diff)
+            if not diff > 0:
+                raise RuntimeError("bf16 logits equal the fp32 ones: the precision did not reach the backend")
         fc = "fc" if arch.startswith("resnet") else "classifier.1"
         expect(os.path.join(d, "grad.%s.weight.npy" % fc), (5, 512 if arch == "resnet18" else 1280), arch + " fc grad")
         expect(os.path.join(d, "grad.conv1.weight.npy" if arch == "resnet18" else "grad.features.0.0.weight.npy"),
@@ -448,6 +492,11 @@ def main():
     for arch in ("resnet50", "mobilenet_v2"):
         check_net(arch, args.tool, args.work, backends, device, rep)
     check_patchgd(args.tool, args.work, backends, device, rep)
+    if "cuda" in backends and "cpu" in backends:
+        for arch in ("resnet50", "mobilenet_v2"):
+            check_half(arch, args.tool, args.work, rep)
+    else:
+        print("\n(bf16 / fp16: needs both the cuda and the cpu backend; skipped)")
     print("\ntorch_compare: %d comparisons, %d failed%s" % (rep.rows, len(rep.failures),
                                                          (": " + ", ".join(rep.failures[:20])) if rep.failures else ""))
     return 1 if rep.failures else 0
