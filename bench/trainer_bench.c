@@ -3,7 +3,9 @@
  *
  *   make BUILD=build/ops -j2 && build/ops/bench/trainer_bench
  *       options: --table conv|net|all (all), --batch N (8), --size S (256: the conv table's input image),
- *                --net-sizes A,B,.. (128,256: the net table's patch sizes), --repeat R (5), --threads T (online CPUs)
+ *                --net-sizes A,B,.. (128,256: the net table's patch sizes), --repeat R (5), --threads T (online CPUs),
+ *                --device cpu|cuda (cpu; cuda: the net table only, on CUDA device 0), --precision fp32|bf16|fp16
+ *                (fp32: what the conv and linear ops compute in, backend.h)
  *
  * The conv table: each distinct 3x3 conv of the four ResNet50 stages (torchvision: the stride sits on the 3x3
  * conv of each stage's first block) at an S x S input, batch N. A conv as one matrix product over the whole
@@ -250,8 +252,12 @@ static int net_table(pgd_backend *be, const int *sizes, int n_sizes, int batch, 
     static const char *const archs[] = {"resnet50", "mobilenet_v2"};
     char cpu[128];
     pgd_sysinfo_cpu_model(cpu, sizeof cpu);
-    printf("trainer_bench: %s, %d threads, PatchGD backbones (out 256), train mode, batch %d, median of %d\n",
-           cpu, be->threads, batch, repeat);
+    if (!strcmp(be->ops->name, "cpu"))
+        printf("trainer_bench: %s, %d threads, ", cpu, be->threads);
+    else
+        printf("trainer_bench: %s backend, ", be->ops->name);
+    printf("%s, PatchGD backbones (out 256), train mode, batch %d, median of %d\n",
+           pgd_precision_name(be->precision), batch, repeat);
     printf("%-13s %5s %8s %8s %7s %9s %9s %8s %9s %9s %8s\n", "arch", "size", "fwd GF", "f+b GF", "MiB",
            "fwd ms", "fwd p/s", "fwd GF/s", "f+b ms", "f+b p/s", "f+b GF/s");
     for (size_t a = 0; a < sizeof archs / sizeof archs[0]; a++)
@@ -278,15 +284,17 @@ static int parse_sizes(const char *s, int *sizes, int cap)
 
 #define USAGE                                                                                                    \
     "usage: trainer_bench [--table conv|net|all] [--batch N] [--size S] [--net-sizes A,B,..] [--repeat R] "     \
-    "[--threads T]\n"
+    "[--threads T] [--device cpu|cuda] [--precision fp32|bf16|fp16]\n"
 
 int main(int argc, char **argv)
 {
     int batch = 8, size = 256, repeat = 5, threads = 0, sizes[8] = {128, 256}, n_sizes = 2;
-    const char *table = "all";
+    const char *table = NULL, *device = "cpu", *precision = "fp32";
     for (int i = 1; i < argc; i++) {
-        if (i + 1 < argc && !strcmp(argv[i], "--table")) {
-            table = argv[++i];
+        const char **word = !strcmp(argv[i], "--table") ? &table : !strcmp(argv[i], "--device") ? &device
+                            : !strcmp(argv[i], "--precision") ? &precision : NULL;
+        if (word && i + 1 < argc) {
+            *word = argv[++i];
             continue;
         }
         if (i + 1 < argc && !strcmp(argv[i], "--net-sizes")) {
@@ -303,10 +311,17 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    int cuda = !strcmp(device, "cuda"), prec = pgd_precision_parse(precision);
+    if (!table)
+        table = cuda ? "net" : "all"; /* the conv table measures against OpenBLAS: a CPU table */
     int do_conv = !strcmp(table, "conv") || !strcmp(table, "all");
     int do_net = !strcmp(table, "net") || !strcmp(table, "all");
-    if (!do_conv && !do_net) {
+    if ((!do_conv && !do_net) || (!cuda && strcmp(device, "cpu")) || prec < 0) {
         fprintf(stderr, USAGE);
+        return 2;
+    }
+    if (cuda && do_conv) {
+        fprintf(stderr, "trainer_bench: the conv table compares the CPU backend with OpenBLAS: use --table net on cuda\n");
         return 2;
     }
     if (repeat < 1 || repeat > 64 || batch < 1 || size < 32) {
@@ -314,7 +329,9 @@ int main(int argc, char **argv)
         return 2;
     }
     pgd_err err = PGD_ERR_INIT;
-    pgd_backend *be = pgd_backend_cpu_new(threads, &err);
+    pgd_backend *be = cuda ? pgd_backend_cuda_new(0, 0, &err) : pgd_backend_cpu_new(threads, &err);
+    if (be && pgd_backend_set_precision(be, (pgd_precision)prec, &err) != 0)
+        pgd_backend_free(&be);
     if (!be) {
         fprintf(stderr, "trainer_bench: %s\n", err.msg);
         return 1;
