@@ -1025,9 +1025,8 @@ static void check_conv_half(pgd_backend *be, pgd_conv_shape sh, pgd_precision pr
 {
     CU_ASSERT_FATAL(pgd_conv_shape_init(&sh, NULL) == 0);
     CU_ASSERT_FATAL(pgd_backend_set_precision(be, prec, NULL) == 0);
-    int cg = sh.c / sh.groups;
-    size_t nin = (size_t)sh.n * sh.c * sh.h * sh.w, nout = (size_t)sh.n * sh.k * sh.oh * sh.ow;
-    size_t nw = (size_t)sh.k * cg * sh.r * sh.s, cells = (size_t)sh.oh * sh.ow;
+    size_t nin = pgd_conv_in_count(&sh), nout = pgd_conv_out_count(&sh), nw = pgd_conv_filter_count(&sh);
+    size_t cells = (size_t)sh.oh * sh.ow;
     printf("\n  %s conv n%d c%d %dx%d k%d %dx%d stride %d pad %d groups %d", pgd_precision_name(prec), sh.n, sh.c,
            sh.h, sh.w, sh.k, sh.r, sh.s, sh.stride, sh.pad, sh.groups);
     float *in = rand_floats(nin), *w = rand_floats(nw), *b = rand_floats(sh.k), *dout = rand_floats(nout);

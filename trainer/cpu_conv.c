@@ -327,7 +327,7 @@ static void scatter_stage(float *x, const float *stage, int g, const conv_tile *
 
 /* --- the op entry points -------------------------------------------------------------------------------- */
 
-static void add_bias(float *out, const float *bias, const pgd_conv_shape *sh)
+void pgd_cpu_conv_add_bias(float *out, const float *bias, const pgd_conv_shape *sh)
 {
     size_t P = (size_t)sh->oh * sh->ow;
     for (int img = 0; img < sh->n; img++)
@@ -367,7 +367,7 @@ void pgd_cpu_conv2d_forward(pgd_backend *be, float *out, const float *in, const 
         }
     }
     if (bias)
-        add_bias(out, bias, sh);
+        pgd_cpu_conv_add_bias(out, bias, sh);
 }
 
 /* With stride 1 and pad < r = s, the gradient of the input is itself a convolution: of dout, padded by

@@ -34,14 +34,8 @@ void pgd_cpu_mp_conv2d_forward(pgd_backend *be, float *out, const float *in, con
         return;
     pgd_cpu_conv2d_forward(be, out, hin, hw, NULL, sh);
     round_all(out, pgd_conv_out_count(sh), be->precision);
-    if (!bias)
-        return;
-    size_t cells = (size_t)sh->oh * sh->ow;
-    for (size_t plane = 0; plane < (size_t)sh->n * sh->k; plane++) {
-        float b = bias[plane % (size_t)sh->k], *o = out + plane * cells;
-        for (size_t p = 0; p < cells; p++)
-            o[p] += b;
-    }
+    if (bias)
+        pgd_cpu_conv_add_bias(out, bias, sh); /* fp32, after the rounding */
 }
 
 void pgd_cpu_mp_conv2d_backward_data(pgd_backend *be, float *din, const float *dout, const float *w,

@@ -32,6 +32,8 @@ void pgd_cpu_conv2d_backward_data(pgd_backend *be, float *din, const float *dout
                                   const pgd_conv_shape *sh);
 void pgd_cpu_conv2d_backward_filter(pgd_backend *be, float *dw, float *dbias, const float *dout, const float *in,
                                     const pgd_conv_shape *sh);
+/* out [n, k, oh, ow] += bias [k] per channel. */
+void pgd_cpu_conv_add_bias(float *out, const float *bias, const pgd_conv_shape *sh);
 /* dbias [k] += dout summed over images and cells. */
 void pgd_cpu_conv_bias_grad(float *dbias, const float *dout, const pgd_conv_shape *sh);
 

@@ -17,7 +17,6 @@ struct pgd_gd {
     float *loss, *probs, *dlogits;
     float *loss_host;
     pgd_scaler *scaler;     /* fp16 loss scaling, or NULL */
-    int64_t skipped;        /* updates skipped for overflow */
 };
 
 pgd_gd *pgd_gd_new(pgd_net *net, pgd_optim *opt, const pgd_gd_cfg *cfg, pgd_err *err)
@@ -109,8 +108,8 @@ int pgd_gd_step(pgd_gd *gd, const uint8_t *pixels, const int32_t *labels, int im
         return pgd_fail(err, PGD_EINVAL, "gd: no optimizer: this model only predicts");
     if (!forward(gd, pixels, labels, images, PGD_NET_TRAIN, err))
         return -1;
-    float loss_scale = gd->scaler ? pgd_scaler_scale(gd->scaler) : 1.0f;
-    be->ops->xent_backward(be, gd->dlogits, gd->probs, gd->labels, images, gd->classes, loss_scale / (float)images);
+    be->ops->xent_backward(be, gd->dlogits, gd->probs, gd->labels, images, gd->classes,
+                           pgd_scaler_scale(gd->scaler) / (float)images);
     if (pgd_net_backward(gd->net, gd->dlogits, NULL, err) != 0)
         return -1;
     be->ops->download(be, gd->loss_host, gd->loss, (size_t)images * sizeof(float));
@@ -123,26 +122,16 @@ int pgd_gd_step(pgd_gd *gd, const uint8_t *pixels, const int32_t *labels, int im
         sum += gd->loss_host[i];
     *loss = (float)(sum / images);
     gd->steps++;
-    float unscale = 1.0f;
-    if (gd->scaler) {
-        pgd_net *nets[1] = {gd->net};
-        int finite = pgd_scaler_check(gd->scaler, nets, 1, &unscale, err);
-        if (finite <= 0) {
-            gd->skipped += finite == 0;
-            return finite;
-        }
-    }
+    float unscale;
+    int finite = pgd_scaler_check(gd->scaler, &gd->net, 1, &unscale, err);
+    if (finite <= 0) /* skipped for an overflow (0), or an error */
+        return finite;
     return pgd_optim_step(gd->opt, lr, unscale, err);
 }
 
 void pgd_gd_set_scaler(pgd_gd *gd, pgd_scaler *sc)
 {
     gd->scaler = sc;
-}
-
-int64_t pgd_gd_skipped(const pgd_gd *gd)
-{
-    return gd->skipped;
 }
 
 int pgd_gd_predict(pgd_gd *gd, const uint8_t *pixels, int images, float *probs, pgd_err *err)

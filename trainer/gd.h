@@ -31,7 +31,6 @@ int pgd_gd_step(pgd_gd *gd, const uint8_t *pixels, const int32_t *labels, int im
 
 /* fp16 loss scaling, as pgd_patchgd_set_scaler: a step whose gradients are not all finite makes no update. */
 void pgd_gd_set_scaler(pgd_gd *gd, pgd_scaler *sc);
-int64_t pgd_gd_skipped(const pgd_gd *gd);
 
 /* Eval-mode forward: probs (host, [images, classes]). */
 int pgd_gd_predict(pgd_gd *gd, const uint8_t *pixels, int images, float *probs, pgd_err *err);

@@ -30,7 +30,6 @@ struct pgd_patchgd {
     int pending;            /* inner steps accumulated since the last update */
     float lr;               /* of the next update */
     pgd_scaler *scaler;     /* fp16 loss scaling, or NULL */
-    int64_t skipped;        /* updates skipped for overflow */
 };
 
 static uint64_t mix(uint64_t a, uint64_t b)
@@ -185,16 +184,12 @@ static int update(pgd_patchgd *pg, pgd_err *err)
 {
     float scale = 1.0f / (float)pg->pending;
     pg->pending = 0;
-    if (pg->scaler) {
-        pgd_net *nets[2] = {pg->opt_f ? pg->f : NULL, pg->opt_g ? pg->g : NULL};
-        float unscale = 1.0f;
-        int finite = pgd_scaler_check(pg->scaler, nets, 2, &unscale, err);
-        if (finite <= 0) {
-            pg->skipped += finite == 0;
-            return finite;
-        }
-        scale *= unscale;
-    }
+    pgd_net *nets[2] = {pg->opt_f ? pg->f : NULL, pg->opt_g ? pg->g : NULL};
+    float unscale;
+    int finite = pgd_scaler_check(pg->scaler, nets, 2, &unscale, err);
+    if (finite <= 0) /* skipped for an overflow (0), or an error */
+        return finite;
+    scale *= unscale;
     if (pg->opt_f && pgd_optim_step(pg->opt_f, pg->lr, scale, err) != 0)
         return -1;
     if (pg->opt_g && pgd_optim_step(pg->opt_g, pg->lr, scale, err) != 0)
@@ -264,8 +259,8 @@ int pgd_patchgd_inner(pgd_patchgd *pg, const uint8_t *pixels, const uint32_t *ce
         return -1;
     be->ops->upload(be, pg->labels, labels, (size_t)images * sizeof(int32_t));
     be->ops->xent_forward(be, pg->loss, pg->probs, logits, pg->labels, images, pg->classes);
-    float loss_scale = pg->scaler ? pgd_scaler_scale(pg->scaler) : 1.0f;
-    be->ops->xent_backward(be, pg->dlogits, pg->probs, pg->labels, images, pg->classes, loss_scale / (float)images);
+    be->ops->xent_backward(be, pg->dlogits, pg->probs, pg->labels, images, pg->classes,
+                           pgd_scaler_scale(pg->scaler) / (float)images);
     if (pgd_net_backward(pg->g, pg->dlogits, pg->dz, err) != 0 ||
         backward_chunks(pg, pixels, cells, count, mode, mix(seed, 1), err) != 0)
         return -1;
@@ -290,11 +285,6 @@ void pgd_patchgd_set_lr(pgd_patchgd *pg, float lr)
 void pgd_patchgd_set_scaler(pgd_patchgd *pg, pgd_scaler *sc)
 {
     pg->scaler = sc;
-}
-
-int64_t pgd_patchgd_skipped(const pgd_patchgd *pg)
-{
-    return pg->skipped;
 }
 
 int pgd_patchgd_flush(pgd_patchgd *pg, pgd_err *err)

@@ -59,10 +59,8 @@ int pgd_patchgd_inner(pgd_patchgd *pg, const uint8_t *pixels, const uint32_t *ce
 void pgd_patchgd_set_lr(pgd_patchgd *pg, float lr);
 
 /* fp16 loss scaling (scaler.h; NULL: none, the default): the loss gradient is multiplied by its scale, and an
- * update whose gradients are not all finite is skipped (gradients dropped). Not owned. */
+ * update whose gradients are not all finite is skipped (gradients dropped; the scaler counts it). Not owned. */
 void pgd_patchgd_set_scaler(pgd_patchgd *pg, pgd_scaler *sc);
-/* Updates skipped so far for non-finite gradients (this object's life). */
-int64_t pgd_patchgd_skipped(const pgd_patchgd *pg);
 
 /* Applies a pending partial accumulation now (at an epoch end), scaled by the steps it holds. */
 int pgd_patchgd_flush(pgd_patchgd *pg, pgd_err *err);

@@ -53,7 +53,27 @@ static int meta_counter(const pgd_st_file *f, const char *path, const char *key,
 
 typedef struct resume_counters {
     int64_t step, tick, fills, inner_steps, gd_steps;
+    int has_scale;              /* an fp16 run saved its loss scaler's state: */
+    pgd_scaler_state scale;
 } resume_counters;
+
+/* The loss scaler's state, which only fp16 runs save (has_scale stays 0 without it). */
+static int read_scale(const pgd_st_file *f, const char *path, resume_counters *c, pgd_err *err)
+{
+    const char *v = pgd_st_meta(f, PGD_RUN_META_SCALE);
+    if (!v)
+        return 0;
+    char *end;
+    c->scale.scale = strtof(v, &end);
+    if (end == v || *end)
+        return pgd_fail(err, PGD_EFORMAT, "%s: metadata '%s': '%.40s' is not a number", path, PGD_RUN_META_SCALE, v);
+    c->has_scale = 1;
+    return meta_counter(f, path, PGD_RUN_META_SCALE_GOOD, &c->scale.good, err) ||
+                   meta_counter(f, path, PGD_RUN_META_SCALE_SKIPPED, &c->scale.skipped, err) ||
+                   meta_counter(f, path, PGD_RUN_META_SCALE_STREAK, &c->scale.streak, err)
+               ? -1
+               : 0;
+}
 
 /* GD's step counter: a model saved before the key existed has none; GD makes one update per step, so its
  * count is then the optimizer step. */
@@ -74,7 +94,7 @@ static int read_counters(const char *path, resume_counters *c, pgd_err *err)
                      meta_counter(f, path, PGD_RUN_META_TICK, &c->tick, err) ||
                      meta_counter(f, path, PGD_RUN_META_FILLS, &c->fills, err) ||
                      meta_counter(f, path, PGD_RUN_META_INNER_STEPS, &c->inner_steps, err) ||
-                     read_gd_steps(f, path, c, err)
+                     read_gd_steps(f, path, c, err) || read_scale(f, path, c, err)
                  ? -1
                  : 0;
     pgd_st_close(&f);
@@ -96,33 +116,6 @@ static void compare_hyper(const pgd_opt_cfg *saved, const pgd_opt_cfg *now)
                      (double)h[i].b);
 }
 
-/* fp16: the loss scaler's saved state; a model saved by a run without one (fp32, bf16) leaves it at its start. */
-static int resume_scaler(pgd_run *r, const char *path, pgd_err *err)
-{
-    pgd_st_file *f = pgd_st_open(path, PGD_ST_MMAP, err);
-    if (!f)
-        return -1;
-    const char *v = pgd_st_meta(f, PGD_RUN_META_SCALE);
-    pgd_scaler_state st = {0};
-    int rc = 0;
-    if (!v) {
-        pgd_warn("resume: %s has no loss scale (saved by a run not in fp16); scaling starts at %g", path,
-                 (double)pgd_scaler_scale(r->scaler));
-    } else {
-        char *end;
-        st.scale = strtof(v, &end);
-        if (end == v || *end)
-            rc = pgd_fail(err, PGD_EFORMAT, "%s: metadata '%s': '%.40s' is not a number", path, PGD_RUN_META_SCALE, v);
-        else if (meta_counter(f, path, PGD_RUN_META_SCALE_GOOD, &st.good, err) ||
-                 meta_counter(f, path, PGD_RUN_META_SCALE_SKIPPED, &st.skipped, err) ||
-                 meta_counter(f, path, PGD_RUN_META_SCALE_STREAK, &st.streak, err) ||
-                 pgd_scaler_set(r->scaler, &st, err) != 0)
-            rc = -1;
-    }
-    pgd_st_close(&f);
-    return rc;
-}
-
 int pgd_run_resume_load(pgd_run *r, pgd_err *err)
 {
     static const char *const kinds[3] = {"adam", "adamw", "sgd"};
@@ -139,7 +132,7 @@ int pgd_run_resume_load(pgd_run *r, pgd_err *err)
     if (r->opt_g)
         nets[1].m = r->opt_g->m, nets[1].v = r->opt_g->v;
     int n = r->g ? 2 : 1;
-    resume_counters c;
+    resume_counters c = {0};
     pgd_ckpt_state st;
     if (read_counters(model, &c, err) != 0 || pgd_ckpt_load(model, nets, n, NULL, err) != 0 ||
         pgd_ckpt_state_load(state, nets, n, &st, err) != 0)
@@ -166,8 +159,11 @@ int pgd_run_resume_load(pgd_run *r, pgd_err *err)
         pgd_patchgd_set_counters(r->pg, c.fills, c.inner_steps);
     if (r->gd)
         pgd_gd_set_counters(r->gd, c.gd_steps);
-    if (r->scaler && resume_scaler(r, model, err) != 0)
+    if (r->scaler && c.has_scale && pgd_scaler_set(r->scaler, &c.scale, err) != 0)
         return -1;
+    if (r->scaler && !c.has_scale)
+        pgd_warn("resume: %s has no loss scale (saved by a run not in fp16); scaling starts at %g", model,
+                 (double)pgd_scaler_scale(r->scaler));
     r->resume_check = 1;
     r->resume_epoch = st.epoch;
     r->resume_batch = st.batch;

@@ -50,11 +50,14 @@ void pgd_scaler_free(pgd_scaler **sc)
 
 float pgd_scaler_scale(const pgd_scaler *sc)
 {
-    return sc->st.scale;
+    return sc ? sc->st.scale : 1.0f;
 }
 
 int pgd_scaler_check(pgd_scaler *sc, pgd_net *const *nets, int count, float *unscale, pgd_err *err)
 {
+    *unscale = 1.0f;
+    if (!sc)
+        return 1;
     pgd_backend *be = sc->be;
     int32_t bad = 0;
     be->ops->zero(be, sc->flag, sizeof(int32_t));

@@ -35,13 +35,14 @@ pgd_scaler_cfg pgd_scaler_defaults(void);
 pgd_scaler *pgd_scaler_new(pgd_backend *be, const pgd_scaler_cfg *cfg, pgd_err *err);
 void pgd_scaler_free(pgd_scaler **sc);
 
-/* S: the factor for the loss gradient. */
+/* S: the factor for the loss gradient; 1 for sc NULL (no scaling). */
 float pgd_scaler_scale(const pgd_scaler *sc);
 
 /* Before an update: are the accumulated gradients of nets[0..count) (NULL entries skipped) all finite? 1: yes,
  * *unscale = 1 / S for the update, and S doubles when `interval` finite updates have passed. 0: no: the
  * gradients are zeroed, S is halved (not below 1) and the caller skips the update. -1 on a backend error, or
- * when give_up updates in a row were skipped (PGD_EINVAL, with the scale and the count). */
+ * when give_up updates in a row were skipped (PGD_EINVAL, with the scale and the count). sc NULL (no scaling):
+ * 1 and *unscale = 1, nothing checked. */
 int pgd_scaler_check(pgd_scaler *sc, pgd_net *const *nets, int count, float *unscale, pgd_err *err);
 
 void pgd_scaler_get(const pgd_scaler *sc, pgd_scaler_state *st);
