@@ -94,16 +94,13 @@ cmp -s "$tmp/r1/model.safetensors" "$one/model.safetensors" && cmp -s "$tmp/r1/s
 
 # --- SIGTERM mid-epoch (the loaders held, so the epoch cannot end), then --resume: the same weights ---------
 zs=it_panda.$$ # r2 mirrors Z into a zstore segment: the trainer removes it, also when stopped
-bash launch/panda.sh --data "$tmp/s" --run "$tmp/r2" --config "$tmp/t.conf" --set "trainer.zstore=$zs" \
-  --progress no >"$tmp/r2.out" 2>&1 &
+held_build "$tmp/held2" "$tmp/go" "/r2/logs/e001/train/"
+PGD_BUILD=$tmp/held2 bash launch/panda.sh --data "$tmp/s" --run "$tmp/r2" --config "$tmp/t.conf" \
+  --set "trainer.zstore=$zs" --progress no >"$tmp/r2.out" 2>&1 &
 bg=$!
 wait_for "$tmp/r2/logs/e001/train/pids" trainer 120
-loaders=$(pids_of "$tmp/r2/logs/e001/train/pids" loader)
-kill -STOP $loaders
 sleep 1
 kill -TERM "$bg"
-sleep 0.3
-kill -CONT $loaders
 wait "$bg"
 rc=$?
 bg=""
@@ -126,15 +123,13 @@ grep -q "zstore: created pgd.$zs" "$tmp/r2/logs/e001/train/trainer.log" || fail 
 clean "$tmp/r2"
 
 # --- SIGTERM during a validation: --resume validates that epoch first, then goes on: the same weights and best -----
-bash launch/panda.sh --data "$tmp/s" --run "$tmp/rv" --config "$tmp/t.conf" --progress no >"$tmp/rv.out" 2>&1 &
+held_build "$tmp/heldv" "$tmp/go" "/rv/logs/e000/val/"
+PGD_BUILD=$tmp/heldv bash launch/panda.sh --data "$tmp/s" --run "$tmp/rv" --config "$tmp/t.conf" --progress no \
+  >"$tmp/rv.out" 2>&1 &
 bg=$!
 wait_for "$tmp/rv/logs/e000/val/pids" trainer 120
-loaders=$(pids_of "$tmp/rv/logs/e000/val/pids" loader)
-kill -STOP $loaders
 sleep 0.5
 kill -TERM "$bg"
-sleep 0.3
-kill -CONT $loaders
 wait "$bg"
 rc=$?
 bg=""
