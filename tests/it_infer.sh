@@ -88,7 +88,7 @@ grep ',ok,$' "$tmp/m/predictions.csv" | sort | cmp -s - <(grep ',ok,$' "$p" | so
 clean "$tmp/m"
 
 # --- SIGTERM mid-job (the loaders held at their start), then the same command again: every slide once ----------
-held_build "$tmp/held" "$tmp/go"
+held_build "$tmp/held" "$tmp/go" pgd-loader
 PGD_BUILD=$tmp/held bash launch/infer.sh --from-run "$tmp/run" --slides "$tmp/s" --out "$tmp/k" --batch-size 2 \
   --progress no >"$tmp/k1.out" 2>&1 &
 bg=$!

@@ -94,7 +94,7 @@ cmp -s "$tmp/r1/model.safetensors" "$one/model.safetensors" && cmp -s "$tmp/r1/s
 
 # --- SIGTERM mid-epoch (the loaders held, so the epoch cannot end), then --resume: the same weights ---------
 zs=it_panda.$$ # r2 mirrors Z into a zstore segment: the trainer removes it, also when stopped
-held_build "$tmp/held2" "$tmp/go" "/r2/logs/e001/train/"
+held_build "$tmp/held2" "$tmp/go" pgd-loader "/r2/logs/e001/train/"
 PGD_BUILD=$tmp/held2 bash launch/panda.sh --data "$tmp/s" --run "$tmp/r2" --config "$tmp/t.conf" \
   --set "trainer.zstore=$zs" --progress no >"$tmp/r2.out" 2>&1 &
 bg=$!
@@ -123,7 +123,7 @@ grep -q "zstore: created pgd.$zs" "$tmp/r2/logs/e001/train/trainer.log" || fail 
 clean "$tmp/r2"
 
 # --- SIGTERM during a validation: --resume validates that epoch first, then goes on: the same weights and best -----
-held_build "$tmp/heldv" "$tmp/go" "/rv/logs/e000/val/"
+held_build "$tmp/heldv" "$tmp/go" pgd-loader "/rv/logs/e000/val/"
 PGD_BUILD=$tmp/heldv bash launch/panda.sh --data "$tmp/s" --run "$tmp/rv" --config "$tmp/t.conf" --progress no \
   >"$tmp/rv.out" 2>&1 &
 bg=$!
@@ -143,13 +143,18 @@ cmp -s "$tmp/r1/model.safetensors" "$tmp/rv/model.safetensors" && cmp -s "$tmp/r
 [ "$(lines "$tmp/rv" eval)" = 2 ] || fail "rv: 2 eval lines"
 clean "$tmp/rv"
 
-# --- a loader SIGKILLed mid-run: re-issued jobs, the same weights ------------------------------------------
-bash launch/panda.sh --data "$tmp/s" --run "$tmp/r3" --config "$tmp/t.conf" --progress no >"$tmp/r3.out" 2>&1 &
+# --- a loader SIGKILLed mid-run (the trainer held, so the epoch cannot end): the same weights -----------------
+held_build "$tmp/held3" "$tmp/go3" pgd-trainer "/r3/logs/e000/train/"
+PGD_BUILD=$tmp/held3 bash launch/panda.sh --data "$tmp/s" --run "$tmp/r3" --config "$tmp/t.conf" --progress no \
+  >"$tmp/r3.out" 2>&1 &
 bg=$!
-wait_for "$tmp/r3/logs/e000/train/trainer.log" 'train epoch 0 batch 1:' 120
+wait_for "$tmp/r3/logs/e000/train/pids" trainer 120
 victim=$(pids_of "$tmp/r3/logs/e000/train/pids" loader | head -1)
+wait_for "$tmp/r3/logs/e000/train/loader1.log" "serving" 120
+sleep 0.5 # it registers and serves jobs until the window is full: the window waits for the consumer
 [ "$(cat "/proc/$victim/comm" 2>/dev/null)" = pgd-loader ] || fail "r3: loader $victim is not running"
 kill -KILL "$victim"
+touch "$tmp/go3"
 wait "$bg"
 rc=$?
 bg=""

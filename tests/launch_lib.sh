@@ -21,17 +21,17 @@ fail() { echo "FAIL: $*"; exit 1; }
 for b in pgd-sampler pgd-trainer pgd-loader pgd-synth; do [ -x "$B/$b" ] || fail "$B/$b is not built"; done
 export PGD_BUILD=$B
 
-# held_build DIR GATE [LOG]: a build folder DIR whose pgd-loader, when its log (stdout) path contains LOG (any path
-# without LOG), waits until the file GATE exists, then runs ours; the rest are links to B. With PGD_BUILD=DIR a
-# launcher starts that graph and it cannot finish while GATE is absent, so a signal sent then lands mid-job
-# however fast the machine is.
+# held_build DIR GATE NAME [LOG]: a build folder DIR whose NAME (pgd-loader, pgd-trainer), when its stdout or
+# stderr is a file whose path contains LOG (any, without LOG), waits until the file GATE exists, then runs ours;
+# the rest are links to B. With PGD_BUILD=DIR a launcher starts that graph and it cannot finish while GATE is
+# absent, so what the test does then lands mid-job however fast the machine is.
 held_build() {
   local f
   mkdir -p "$1"
-  for f in "$B"/*; do [ "${f##*/}" = pgd-loader ] || ln -s "$f" "$1/"; done
-  printf '#!/usr/bin/env bash\n[[ $(readlink /proc/$$/fd/1) != *%q* ]] || while [ ! -e %q ]; do sleep 0.05; done\nexec %q "$@"\n' \
-    "${3:-}" "$2" "$B/pgd-loader" >"$1/pgd-loader"
-  chmod +x "$1/pgd-loader"
+  for f in "$B"/*; do [ "${f##*/}" = "$3" ] || ln -s "$f" "$1/"; done
+  printf '#!/usr/bin/env bash\n[[ "$(readlink /proc/$$/fd/1) $(readlink /proc/$$/fd/2)" != *%q* ]] ||\n  while [ ! -e %q ]; do sleep 0.05; done\nexec %q "$@"\n' \
+    "${4:-}" "$2" "$B/$3" >"$1/$3"
+  chmod +x "$1/$3"
 }
 
 # clean DIR: every process a launcher started for DIR (a run or an inference output) is gone, and so are their
