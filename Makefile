@@ -5,6 +5,7 @@
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (clang)
 #   make bench      build the benchmarks (bench/README.md says how to run them)
 #   make gpu-check  on a machine with a CUDA GPU: every GPU test and the PyTorch comparisons (docs/gpu.md)
+#   make torch-check  the CPU backend against PyTorch, where torch is installed (docs/gpu.md)
 #   make demo       the main job: synthesise slides, train PatchGD and GD on them, print a table
 #   make deps       install the Debian packages the project needs, when missing
 
@@ -108,7 +109,7 @@ GPU_TOOLS := $(patsubst tests/gpu/%.c,$(BUILD)/tests/gpu/%,$(GPU_TOOL_SRC))
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test check asan fuzz bench deps clean demo gpu-check
+.PHONY: all test check asan fuzz bench deps clean demo gpu-check torch-check
 .SECONDARY:
 all: $(LIBS) $(CUDA_LIB) $(BINS) $(TESTS) $(GPU_TOOLS) $(BENCHES)
 
@@ -181,6 +182,11 @@ bench: all
 # check.sh builds (all) itself, so that it can name a missing library (tests/gpu/env.sh, fetch-deps.sh).
 gpu-check:
 	@HAVE_CUDA=$(HAVE_CUDA) MAKE='$(MAKE)' bash tests/gpu/check.sh $(BUILD)
+
+# Our CPU backend against PyTorch (fp64 the reference) on ResNet50, MobileNetV2 and a PatchGD step, where
+# python3 imports torch, torchvision and numpy; no GPU needed (docs/gpu.md).
+torch-check: all
+	@python3 tests/gpu/torch_compare.py --tool $(BUILD)/tests/gpu/gpu_compare --work $(BUILD)/torch-check --backends cpu
 
 # The main job: synthetic slides, PatchGD and GD trained and evaluated, a table (launch/demo.sh).
 demo: deps

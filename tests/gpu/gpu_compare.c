@@ -2,9 +2,10 @@
  * tests/gpu/torch_compare.py wrote, and writes the results as .npy files for it to compare with PyTorch.
  *
  *   gpu_compare net --arch A --size S --classes C --weights W.safetensors --input X.npy --labels L.npy
- *               --backend cpu|cuda --out DIR
- *       X [n, 3, S, S] float32, L [n] float32 (class indices). Train mode forward (BN batch statistics), mean
- *       cross-entropy, backward. Writes DIR/logits.npy [n, C], DIR/loss.npy [1], DIR/grad.NAME.npy for every
+ *               [--bn train|frozen] [--loss-scale S] --backend cpu|cuda --out DIR
+ *       X [n, 3, S, S] float32, L [n] float32 (class indices). Train mode forward (BN batch statistics; with
+ *       --bn frozen BN uses the running statistics, as PyTorch's eval(), dropout still on), mean
+ *       cross-entropy, backward (of S x the loss, as fp16 training scales it, the gradients divided by S after). Writes DIR/logits.npy [n, C], DIR/loss.npy [1], DIR/grad.NAME.npy for every
  *       parameter, DIR/buffer.NAME.npy for every BN running statistic after the forward, and for nets whose
  *       classifier starts with dropout (mobilenet_v2) DIR/dropout_mask.npy [n, features], the mask the forward
  *       drew (0 or 1/(1-p)), so that PyTorch can apply the same one.
@@ -49,9 +50,9 @@ const char *__asan_default_options(void)
 #endif
 
 typedef struct args {
-    const char *mode, *arch, *weights, *input, *labels, *pixels, *cells, *backend, *out, *precision;
+    const char *mode, *arch, *weights, *input, *labels, *pixels, *cells, *backend, *out, *precision, *bn;
     int size, classes, patch, s, m, n, images, width, max_patches;
-    float lr;
+    float lr, loss_scale;
 } args;
 
 static int usage(const char *why)
@@ -65,7 +66,9 @@ static int parse(int argc, char **argv, args *a)
     memset(a, 0, sizeof *a);
     a->backend = "cuda";
     a->precision = "fp32";
+    a->bn = "train";
     a->lr = 1e-3f;
+    a->loss_scale = 1.0f;
     if (argc < 2)
         return -1;
     a->mode = argv[1];
@@ -84,6 +87,7 @@ static int parse(int argc, char **argv, args *a)
         else if (!strcmp(k, "--backend")) a->backend = v;
         else if (!strcmp(k, "--out")) a->out = v;
         else if (!strcmp(k, "--precision")) a->precision = v;
+        else if (!strcmp(k, "--bn")) a->bn = v;
         else if (!strcmp(k, "--size")) a->size = atoi(v);
         else if (!strcmp(k, "--classes")) a->classes = atoi(v);
         else if (!strcmp(k, "--patch")) a->patch = atoi(v);
@@ -92,6 +96,7 @@ static int parse(int argc, char **argv, args *a)
         else if (!strcmp(k, "--width")) a->width = atoi(v);
         else if (!strcmp(k, "--max-patches")) a->max_patches = atoi(v);
         else if (!strcmp(k, "--lr")) a->lr = (float)atof(v);
+        else if (!strcmp(k, "--loss-scale")) a->loss_scale = (float)atof(v);
         else if (!strcmp(k, "--grid")) {
             a->m = atoi(v);
             if (i + 1 >= argc)
@@ -100,6 +105,8 @@ static int parse(int argc, char **argv, args *a)
         } else
             return -1;
     }
+    if ((strcmp(a->bn, "train") != 0 && strcmp(a->bn, "frozen") != 0) || !(a->loss_scale > 0.0f))
+        return -1;
     if (!strcmp(a->mode, "init"))
         return a->arch && a->out ? 0 : -1;
     return a->arch && a->weights && a->labels && a->out ? 0 : -1;
@@ -235,11 +242,12 @@ static int run_net(const args *a, pgd_backend *be, pgd_err *err)
     be->ops->upload(be, d_labels, labels, (size_t)n * sizeof(int32_t));
     if (pgd_backend_error(be, err) != 0)
         goto done;
-    const float *logits = pgd_net_forward(net, d_x, n, PGD_NET_TRAIN, NET_SEED, err);
+    pgd_net_mode mode = !strcmp(a->bn, "frozen") ? PGD_NET_FROZEN_BN : PGD_NET_TRAIN;
+    const float *logits = pgd_net_forward(net, d_x, n, mode, NET_SEED, err);
     if (!logits)
         goto done;
     be->ops->xent_forward(be, d_loss, d_probs, logits, d_labels, n, c);
-    be->ops->xent_backward(be, d_dl, d_probs, d_labels, n, c, 1.0f / (float)n);
+    be->ops->xent_backward(be, d_dl, d_probs, d_labels, n, c, a->loss_scale / (float)n);
     size_t lshape[2] = {(size_t)n, (size_t)c}, one = 1;
     if (write_dev(be, a->out, "", "logits", logits, lshape, 2, (size_t)n * c, err) != 0)
         goto done;
@@ -263,6 +271,7 @@ static int run_net(const args *a, pgd_backend *be, pgd_err *err)
     pgd_net_zero_grad(net);
     if (pgd_net_backward(net, d_dl, NULL, err) != 0)
         goto done;
+    be->ops->scale(be, pgd_net_grads(net), 1.0f / a->loss_scale, pgd_net_param_count(net));
     if (write_tensors(net, a->out, "grad", PGD_TENSOR_PARAM, pgd_net_grads(net), err) != 0 ||
         write_tensors(net, a->out, "buffer", PGD_TENSOR_BUFFER, pgd_net_buffers(net), err) != 0)
         goto done;
