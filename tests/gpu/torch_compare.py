@@ -407,24 +407,10 @@ def check_half(arch, tool, work, backends, rep):
 
 
 def build_head(s, m, n, width, classes):
-    import torch.nn as nn
-    layers, h, w = [], m, n
-    for i in range(4):
-        stride = 1 if i == 0 else 2
-        layers += [nn.Conv2d(s if i == 0 else width, width, 3, stride, 1), nn.ReLU(), nn.BatchNorm2d(width),
-                   nn.Dropout2d(0.0)]
-        h, w = (h + 2 - 3) // stride + 1, (w + 2 - 3) // stride + 1
-    layers += [nn.Flatten(), nn.Linear(width * h * w, classes)]
-
-    class Head(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.head = nn.Sequential(*layers)
-
-        def forward(self, z):
-            return self.head(z)
-
-    return Head()
+    """The PatchGD head with dropout 0: bench/gpu/torch_patchgd.py's (one definition for both)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench", "gpu"))
+    import torch_patchgd
+    return torch_patchgd.build_head(s, m, n, width, classes)
 
 
 def check_patchgd(tool, work, backends, device, rep):
