@@ -183,7 +183,7 @@ bench: all
 gpu-check:
 	@HAVE_CUDA=$(HAVE_CUDA) MAKE='$(MAKE)' bash tests/gpu/check.sh $(BUILD)
 
-# Our CPU backend against PyTorch (fp64 the reference) on ResNet50, MobileNetV2 and a PatchGD step, where
+# Our CPU backend against PyTorch (fp64 the reference) on ResNet50, MobileNetV2 and PatchGD's steps, where
 # python3 imports torch, torchvision and numpy; no GPU needed (docs/gpu.md).
 torch-check: all
 	@python3 tests/gpu/torch_compare.py --tool $(BUILD)/tests/gpu/gpu_compare --work $(BUILD)/torch-check --backends cpu

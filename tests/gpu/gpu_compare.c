@@ -15,10 +15,12 @@
  *               --backend cpu|cuda --out DIR
  *       PIX [B*M*N, P, P, 3] uint8: every patch of every image in cell order (cell = image*M*N + row*N + col).
  *       Z-filling of all cells in chunks of K patches (BN in train mode, as the reference code), then one inner
- *       step on CELLS (float32 cell numbers, at most K) with labels L [B], head dropout 0, epsilon 2 so the
- *       gradients can be read, then the pending update is applied (Adam, lr LR, grads / 1). Writes z.npy
- *       [B, S, M, N] after the fill, loss.npy [1], grad.NAME.npy, and param.NAME.npy after the update, for the
- *       backbone's tensors and the head's ("head.*").
+ *       step per row of CELLS (float32 cell numbers, [steps, count] or [count] for one step, count at most K)
+ *       with labels L [B], head dropout 0: each step's fresh features overwrite their Z cells for the next,
+ *       and the gradients accumulate (epsilon steps + 1, so they can be read); then the pending update is
+ *       applied (Adam, lr LR, grads / steps). Writes z.npy [B, S, M, N] after the fill, loss.npy [steps],
+ *       grad.NAME.npy (the sum over the steps), and param.NAME.npy after the update, for the backbone's
+ *       tensors and the head's ("head.*").
  *
  *   Both take --precision fp32|bf16|fp16 (fp32): what the backend's conv and linear ops compute in (backend.h).
  *
@@ -294,6 +296,7 @@ static int run_patchgd(const args *a, pgd_backend *be, pgd_err *err)
     uint32_t *all = NULL, *cells = NULL;
     uint8_t *chosen = NULL;
     int32_t *labels = NULL;
+    float *losses = NULL;
     int rc = -1;
     int mn = a->m * a->n, total = a->images * mn;
     size_t pbytes = (size_t)a->patch * a->patch * 3;
@@ -304,7 +307,11 @@ static int run_patchgd(const args *a, pgd_backend *be, pgd_err *err)
         pgd_fail(err, PGD_EINVAL, "%s: want [%d, %d, %d, 3] uint8", a->pixels, total, a->patch, a->patch);
         goto done;
     }
-    int count = (int)cel.count;
+    int steps = cel.ndim == 2 ? (int)cel.shape[0] : 1, count = steps > 0 ? (int)(cel.count / (size_t)steps) : 0;
+    if (cel.ndim > 2 || count < 1) {
+        pgd_fail(err, PGD_EINVAL, "%s: want [steps, count] or [count] cells, at least one", a->cells);
+        goto done;
+    }
     if (!(f = pgd_model_build(be, a->arch, a->patch, a->s, 1, err)) ||
         !(g = pgd_model_head(be, a->s, a->m, a->n, a->width, 0.0f, 0, a->classes, 2, err)))
         goto done;
@@ -320,7 +327,7 @@ static int run_patchgd(const args *a, pgd_backend *be, pgd_err *err)
     cfg.m = a->m, cfg.n = a->n;
     cfg.patch = a->patch, cfg.channels = 3;
     cfg.max_patches = a->max_patches;
-    cfg.epsilon = 2;
+    cfg.epsilon = steps + 1;
     cfg.fill_train_mode = 1;
     const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
     memcpy(cfg.mean, mean, sizeof mean);
@@ -329,23 +336,23 @@ static int run_patchgd(const args *a, pgd_backend *be, pgd_err *err)
     if (!(pg = pgd_patchgd_new(f, g, of, og, &cfg, err)))
         goto done;
     all = malloc((size_t)total * sizeof *all);
-    cells = malloc((size_t)count * sizeof *cells);
+    cells = malloc((size_t)steps * count * sizeof *cells);
     chosen = malloc((size_t)count * pbytes);
     labels = malloc((size_t)a->images * sizeof *labels);
-    if (!all || !cells || !chosen || !labels) {
+    losses = malloc((size_t)steps * sizeof *losses);
+    if (!all || !cells || !chosen || !labels || !losses) {
         pgd_fail(err, PGD_ENOMEM, "out of memory");
         goto done;
     }
     for (int i = 0; i < total; i++)
         all[i] = (uint32_t)i;
-    for (int i = 0; i < count; i++) {
+    for (int i = 0; i < steps * count; i++) {
         float v = ((float *)cel.data)[i];
         if (!(v >= 0 && v < (float)total)) {
             pgd_fail(err, PGD_EINVAL, "%s: cell %g outside 0..%d", a->cells, (double)v, total - 1);
             goto done;
         }
         cells[i] = (uint32_t)v;
-        memcpy(chosen + (size_t)i * pbytes, (uint8_t *)pix.data + cells[i] * pbytes, pbytes);
     }
     for (int i = 0; i < a->images; i++)
         labels[i] = (int32_t)((float *)lab.data)[i];
@@ -354,15 +361,19 @@ static int run_patchgd(const args *a, pgd_backend *be, pgd_err *err)
     size_t zshape[4] = {(size_t)a->images, (size_t)a->s, (size_t)a->m, (size_t)a->n};
     if (write_dev(be, a->out, "", "z", pgd_patchgd_z(pg), zshape, 4, (size_t)total * a->s, err) != 0)
         goto done;
-    float loss;
     pgd_net_zero_grad(f);
     pgd_net_zero_grad(g);
-    if (pgd_patchgd_inner(pg, chosen, cells, count, labels, a->images, &loss, err) != 0)
-        goto done;
-    size_t one = 1;
+    for (int j = 0; j < steps; j++) {
+        const uint32_t *row = cells + (size_t)j * count;
+        for (int i = 0; i < count; i++)
+            memcpy(chosen + (size_t)i * pbytes, (uint8_t *)pix.data + row[i] * pbytes, pbytes);
+        if (pgd_patchgd_inner(pg, chosen, row, count, labels, a->images, &losses[j], err) != 0)
+            goto done;
+    }
+    size_t nsteps = (size_t)steps;
     char path[1024];
     snprintf(path, sizeof path, "%s/loss.npy", a->out);
-    if (pgd_npy_write(path, PGD_NPY_F32, &one, 1, &loss, err) != 0)
+    if (pgd_npy_write(path, PGD_NPY_F32, &nsteps, 1, losses, err) != 0)
         goto done;
     if (write_tensors(f, a->out, "grad", PGD_TENSOR_PARAM, pgd_net_grads(f), err) != 0 ||
         write_tensors(g, a->out, "grad", PGD_TENSOR_PARAM, pgd_net_grads(g), err) != 0)
@@ -377,7 +388,7 @@ done:
     pgd_patchgd_free(&pg);
     pgd_optim_free(&of), pgd_optim_free(&og);
     pgd_net_free(&f), pgd_net_free(&g);
-    free(all), free(cells), free(chosen), free(labels);
+    free(all), free(cells), free(chosen), free(labels), free(losses);
     pgd_npy_free(&pix), pgd_npy_free(&cel), pgd_npy_free(&lab);
     return rc;
 }
