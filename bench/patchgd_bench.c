@@ -16,7 +16,9 @@
  * memory, uploaded by each fill and inner step as the trainer's are; every timed batch ends with a result on
  * the host (the loss, the probabilities), so the device has finished it. Inference runs first, so the peak of
  * its backend memory is its own; training's peak follows. --mem-gb caps the backend's memory (pgd-trainer's
- * gpu_mem_gb / mem_gb): a configuration that does not fit fails with the budget message.
+ * gpu_mem_gb / mem_gb), planned as pgd-trainer plans (trainer/plan.h): max-patches 0 becomes the most patches
+ * per forward that fit, --batch 0 the largest batch whose inner step fits one forward (--batches 0 only prints
+ * it); a configuration that does not fit fails with the budget message.
  * Prints one table row (or, with --json, one JSON object) of: images/s for training and inference, ms per
  * batch, peak backend MiB of each. */
 #include <stdio.h>
@@ -30,6 +32,7 @@
 #include "trainer/model.h"
 #include "trainer/optim.h"
 #include "trainer/patchgd.h"
+#include "trainer/plan.h"
 
 typedef struct opts {
     const char *arch, *device, *precision;
@@ -72,6 +75,8 @@ static pgd_patchgd *make_pg(bench *b, pgd_net *f, pgd_net *g, pgd_optim *of, pgd
     c.patch = o->patch, c.channels = 3;
     c.max_patches = o->max_patches ? o->max_patches : (train && !o->inner_chunk && step > o->fill_chunk ? step
                                                                                                  : o->fill_chunk);
+    if (!train && o->max_patches && o->max_patches > o->fill_chunk)
+        c.max_patches = o->fill_chunk;
     c.epsilon = (int)b->plan.zeta;
     c.fill_train_mode = train && !o->inner_chunk;
     c.freeze_bn = train && o->inner_chunk > 0;
@@ -184,9 +189,60 @@ done:
     return rc;
 }
 
-static int setup(bench *b)
+/* The patches per backbone forward that the trainer's memory plan (trainer/plan.h) fits into --mem-gb with
+ * `batch` images and the optimizer (0: not even one; -1: the plan failed). */
+static int plan_most(bench *b, int batch)
 {
     const opts *o = &b->o;
+    pgd_err err = PGD_ERR_INIT;
+    int m = o->fit / o->patch, most = -1;
+    pgd_net *f = pgd_model_build(b->be, o->arch, o->patch, o->s, 1, &err), *g = NULL;
+    if (f)
+        g = pgd_model_head(b->be, o->s, m, m, o->width, 0.2f, 0, o->classes, 2, &err);
+    size_t budget = (size_t)(o->mem_gb * 1073741824.0);
+    pgd_plan_req req = {.f = f, .g = g, .moments = 2, .images = batch, .budget = budget,
+                        .overhead = pgd_plan_overhead(b->be, budget)};
+    pgd_plan p;
+    if (g && pgd_plan_make(&req, &p, &err) == 0)
+        most = p.most;
+    pgd_net_free(&f), pgd_net_free(&g);
+    if (most < 0)
+        fail("the memory plan", &err);
+    return most;
+}
+
+/* With --mem-gb, as pgd-trainer plans: --batch 0 becomes the largest batch (up to 4096) whose inner step (B x k
+ * patches, or inner-chunk) fits one forward, and --max-patches 0 the most that fit (at most what a message
+ * holds), so that Z-filling runs in forwards that fit too. */
+static int plan_batch(bench *b)
+{
+    opts *o = &b->o;
+    int step = o->inner_chunk, most = 0;
+    if (o->batch == 0) {
+        for (int batch = 1; batch <= 4096; batch++) {
+            int n = plan_most(b, batch), need = step ? step : batch * (int)b->plan.k;
+            if (n < 0)
+                return -1;
+            if (n < need)
+                break;
+            o->batch = batch, most = n;
+        }
+        if (o->batch == 0) {
+            fprintf(stderr, "patchgd_bench: not even a batch of 1 fits %.3g GiB\n", o->mem_gb);
+            return -1;
+        }
+    } else if ((most = plan_most(b, o->batch)) < 0) {
+        return -1;
+    }
+    int largest = o->batch * (int)b->plan.k > o->fill_chunk ? o->batch * (int)b->plan.k : o->fill_chunk;
+    if (o->max_patches == 0 && most > 0)
+        o->max_patches = largest < most ? largest : most;
+    return 0;
+}
+
+static int setup(bench *b)
+{
+    opts *o = &b->o;
     pgd_err err = PGD_ERR_INIT;
     pgd_sched_config sc;
     pgd_sched_config_init(&sc);
@@ -194,6 +250,16 @@ static int setup(bench *b)
     int m = o->fit / o->patch;
     if (pgd_sched_plan_grid(&sc, (uint32_t)m, (uint32_t)m, &b->plan, &err) != 0)
         return fail("the schedule", &err);
+    int cuda = !strcmp(o->device, "cuda");
+    b->be = cuda ? pgd_backend_cuda_new(0, o->mem_gb, &err) : pgd_backend_cpu_new(o->threads, &err);
+    if (b->be && pgd_backend_set_precision(b->be, (pgd_precision)pgd_precision_parse(o->precision), &err) != 0)
+        pgd_backend_free(&b->be);
+    if (!b->be)
+        return fail(o->device, &err);
+    if (o->mem_gb > 0 && plan_batch(b) != 0)
+        return -1;
+    if (!cuda && o->mem_gb > 0 && pgd_backend_set_budget(b->be, (size_t)(o->mem_gb * 1073741824.0), &err) != 0)
+        return fail("the budget", &err);
     b->cells = m * m;
     b->pbytes = (size_t)o->patch * o->patch * 3;
     size_t total = (size_t)o->batch * b->cells, step = (size_t)o->batch * b->plan.k;
@@ -217,14 +283,7 @@ static int setup(bench *b)
         b->all[i] = (uint32_t)i;
     for (int i = 0; i < o->batch; i++)
         b->labels[i] = (int32_t)(i % o->classes);
-    int cuda = !strcmp(o->device, "cuda");
-    b->be = cuda ? pgd_backend_cuda_new(0, o->mem_gb, &err) : pgd_backend_cpu_new(o->threads, &err);
-    if (b->be && !cuda && o->mem_gb > 0 &&
-        pgd_backend_set_budget(b->be, (size_t)(o->mem_gb * 1073741824.0), &err) != 0)
-        pgd_backend_free(&b->be);
-    if (b->be && pgd_backend_set_precision(b->be, (pgd_precision)pgd_precision_parse(o->precision), &err) != 0)
-        pgd_backend_free(&b->be);
-    return b->be ? 0 : fail(o->device, &err);
+    return 0;
 }
 
 static void teardown(bench *b)
@@ -271,8 +330,8 @@ static int parse(int argc, char **argv, opts *o)
         else
             return -1;
     }
-    if (o->patch < 32 || o->fit < o->patch || o->fit % o->patch || o->batch < 1 || o->s < 1 || o->width < 1 ||
-        o->classes < 2 || o->fill_chunk < 1 || o->max_patches < 0 || o->inner_chunk < 0 || o->batches < 1 ||
+    if (o->patch < 32 || o->fit < o->patch || o->fit % o->patch || o->batch < 0 || (o->batch == 0 && !(o->mem_gb > 0)) || o->s < 1 || o->width < 1 ||
+        o->classes < 2 || o->fill_chunk < 1 || o->max_patches < 0 || o->inner_chunk < 0 || o->batches < 0 ||
         o->warmup < 0 || !(o->sampling > 0 && o->sampling <= 1) || !(o->mem_gb >= 0) ||
         pgd_precision_parse(o->precision) < 0 || (strcmp(o->device, "cpu") && strcmp(o->device, "cuda")))
         return -1;
@@ -287,9 +346,15 @@ int main(int argc, char **argv)
         return 2;
     }
     result tr = {0}, in = {0};
-    int rc = setup(&b) == 0 && run(&b, &tr, &in) == 0 ? 0 : 1;
+    int rc = setup(&b) == 0 && (b.o.batches == 0 || run(&b, &tr, &in) == 0) ? 0 : 1;
     const opts *o = &b.o;
     int m = o->fit / o->patch;
+    if (rc == 0 && o->batches == 0) { /* the batch alone (--batch 0 picks it) */
+        printf(o->json ? "{\"side\":\"pgd\",\"batch\":%d,\"k\":%u,\"zeta\":%u}\n" : "batch %d (k %u, zeta %u)\n",
+               o->batch, b.plan.k, b.plan.zeta);
+        teardown(&b);
+        return 0;
+    }
     if (rc == 0 && o->json)
         printf("{\"side\":\"pgd\",\"arch\":\"%s\",\"fit\":%d,\"patch\":%d,\"grid\":%d,\"k\":%u,\"zeta\":%u,"
                "\"batch\":%d,\"device\":\"%s\",\"precision\":\"%s\",\"train_images_per_s\":%.4g,\"train_ms\":%.4g,"

@@ -26,6 +26,17 @@ EOF
 "$bin" "${tiny[@]}" --threads 1 --mem-gb 0.05 >"$tmp/small.out" 2>&1
 [ $? = 1 ] && grep -q 'over the budget' "$tmp/small.out" \
   || { cat "$tmp/small.out"; fail "a 50 MB budget: exit 1, the budget message"; }
+# --batch 0: the largest batch the memory plan fits into the cap: it runs within the cap, one more does not
+picked=$("$bin" "${tiny[@]}" --batch 0 --mem-gb 0.2 --batches 0 | sed -n 's/^batch \([0-9]*\) (k 2, zeta 8)$/\1/p')
+[ -n "$picked" ] && [ "$picked" -ge 1 ] || fail "--batch 0 at 0.2 GiB: no batch picked"
+"$bin" "${tiny[@]}" --batch "$picked" --mem-gb 0.2 --threads 1 --json >"$tmp/plan.json" 2>"$tmp/plan.err" \
+  || { cat "$tmp/plan.err"; fail "patchgd_bench at the picked batch $picked"; }
+python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); assert r["train_peak_mib"] <= 204.8, r' \
+  "$tmp/plan.json" || fail "the picked batch $picked: over 0.2 GiB"
+"$bin" "${tiny[@]}" --batch $((picked + 1)) --mem-gb 0.2 --threads 1 >"$tmp/over.out" 2>&1
+[ $? = 1 ] || { cat "$tmp/over.out"; fail "batch $((picked + 1)) fits 0.2 GiB: $picked was not the largest"; }
+"$bin" "${tiny[@]}" --batch 0 --mem-gb 0.01 --batches 0 >"$tmp/none.out" 2>&1
+[ $? = 1 ] && grep -q 'not even a batch of 1' "$tmp/none.out" || { cat "$tmp/none.out"; fail "--batch 0 at 0.01 GiB"; }
 "$bin" --fit 300 --patch 64 >/dev/null 2>&1
 [ $? = 2 ] || fail "a fit that is no multiple of the patch: exit 2"
 "$bin" --sampling 0 >/dev/null 2>&1

@@ -9,8 +9,9 @@
 # both capped at --mem-gb (16) GiB, then prints training and inference images/s, their ratios, peak device
 # memory and model FLOP utilisation (FLOPs per image counted by PyTorch's flop counter, over the device's
 # measured matmul rate in the precision). Raw JSON lines and logs go to --out (BUILD/bench-gpu).
-# The configurations (batch: PGD_BENCH_B1..B3): resnet50 4096/256 (2), resnet50 2048/128 (8),
-# mobilenet_v2 4096/256 (4), sampling 0.1. --quick: resnet18 at 256/64, batch 2, for a plumbing run on a CPU.
+# The configurations: resnet50 4096/256, resnet50 2048/128, mobilenet_v2 4096/256, sampling 0.1, each at the
+# largest batch our trainer's memory plan fits into the cap (patchgd_bench --batch 0; PGD_BENCH_B1..B3 set them),
+# PyTorch at the same batch. --quick: resnet18 at 256/64, batch 2, for a plumbing run on a CPU.
 # Exit status 1 when a run fails (its log says why: a batch over the cap fails with the budget message).
 set -u
 build=build device=cuda precision=bf16 mem=16 batches=3 out="" quick=0
@@ -38,8 +39,8 @@ python3 -c 'import torch, torchvision' 2>/dev/null || {
 if [ "$quick" = 1 ]; then
   configs=("resnet18 256 64 2 16")
 else
-  configs=("resnet50 4096 256 ${PGD_BENCH_B1:-2} 256" "resnet50 2048 128 ${PGD_BENCH_B2:-8} 256"
-           "mobilenet_v2 4096 256 ${PGD_BENCH_B3:-4} 256")
+  configs=("resnet50 4096 256 ${PGD_BENCH_B1:-0} 256" "resnet50 2048 128 ${PGD_BENCH_B2:-0} 256"
+           "mobilenet_v2 4096 256 ${PGD_BENCH_B3:-0} 256")
 fi
 results=$out/results.jsonl
 : >"$results"
@@ -47,6 +48,12 @@ failed=0
 peak=--peak
 for c in "${configs[@]}"; do
   read -r arch fit patch batch s <<<"$c"
+  if [ "$batch" = 0 ]; then # the largest that our memory plan fits into the cap
+    batch=$("$build/bench/patchgd_bench" --arch "$arch" --fit "$fit" --patch "$patch" --s "$s" --head-width "$s" \
+      --sampling 0.1 --device "$device" --precision "$precision" --mem-gb "$mem" --batch 0 --batches 0 |
+      sed -n 's/^batch \([0-9]*\).*/\1/p')
+    [ -n "$batch" ] || { echo "run.sh: $arch $fit/$patch: no batch fits $mem GiB" >&2; failed=1; continue; }
+  fi
   common=(--arch "$arch" --fit "$fit" --patch "$patch" --batch "$batch" --s "$s" --head-width "$s" --sampling 0.1
           --batches "$batches" --device "$device" --precision "$precision" --mem-gb "$mem")
   tag=$arch-$fit-$patch-b$batch
