@@ -12,10 +12,11 @@
  * fill-chunk patches (no gradient, BN on batch statistics as the reference code), then zeta inner steps of
  * B x k patches (one forward when max-patches allows it, the default; or chunks of inner-chunk with frozen BN),
  * one optimizer update (Adam) per batch (epsilon = zeta); the head has pgd-trainer's default dropout, 0.2.
- * Inference: Z-filling in eval mode and the head's prediction. The pixels are random uint8 patches in host
- * memory, uploaded by each fill and inner step as the trainer's are; every timed batch ends with a result on
- * the host (the loss, the probabilities), so the device has finished it. Inference runs first, so the peak of
- * its backend memory is its own; training's peak follows. --mem-gb caps the backend's memory (pgd-trainer's
+ * Inference (nets without gradient buffers, as pgd-trainer builds them for it): Z-filling in eval mode and the
+ * head's prediction. The pixels are random uint8 patches in host memory, uploaded by each fill and inner step
+ * as the trainer's are; every timed batch ends with a result on the host (the loss, the probabilities), so the
+ * device has finished it. Inference runs first, so the peak of its backend memory is its own; training's peak
+ * follows. --mem-gb caps the backend's memory (pgd-trainer's
  * gpu_mem_gb / mem_gb), planned as pgd-trainer plans (trainer/plan.h): max-patches 0 becomes the most patches
  * per forward that fit, --batch 0 the largest batch whose inner step fits one forward (--batches 0 only prints
  * it); a configuration that does not fit fails with the budget message.
@@ -157,26 +158,37 @@ static int time_batches(bench *b, pgd_patchgd *pg, int (*one)(bench *, pgd_patch
     return 0;
 }
 
-static int run(bench *b, result *train, result *infer)
+/* f and g as pgd-trainer builds them; forward-only for inference (no gradient buffers). */
+static int nets(bench *b, int train, pgd_net **f, pgd_net **g, pgd_err *err)
 {
     const opts *o = &b->o;
+    int m = o->fit / o->patch;
+    if (!(*f = pgd_model_build(b->be, o->arch, o->patch, o->s, 1, err)) ||
+        !(*g = pgd_model_head(b->be, o->s, m, m, o->width, 0.2f, 0, o->classes, 2, err)))
+        return -1;
+    if (!train) {
+        pgd_net_forward_only(*f);
+        pgd_net_forward_only(*g);
+    }
+    return 0;
+}
+
+static int run(bench *b, result *train, result *infer)
+{
     pgd_err err = PGD_ERR_INIT;
     pgd_net *f = NULL, *g = NULL;
     pgd_optim *of = NULL, *og = NULL;
     pgd_patchgd *pg = NULL;
-    int rc = -1, m = o->fit / o->patch;
-    if (!(f = pgd_model_build(b->be, o->arch, o->patch, o->s, 1, &err)) ||
-        !(g = pgd_model_head(b->be, o->s, m, m, o->width, 0.2f, 0, o->classes, 2, &err))) {
-        fail("the nets", &err);
-        goto done;
-    }
-    if (!(pg = make_pg(b, f, g, NULL, NULL, 0, &err)) || time_batches(b, pg, infer_batch, infer, &err) != 0) {
+    int rc = -1;
+    if (nets(b, 0, &f, &g, &err) != 0 || !(pg = make_pg(b, f, g, NULL, NULL, 0, &err)) ||
+        time_batches(b, pg, infer_batch, infer, &err) != 0) {
         fail("inference", &err);
         goto done;
     }
     pgd_patchgd_free(&pg);
+    pgd_net_free(&f), pgd_net_free(&g);
     pgd_opt_cfg oc = pgd_opt_defaults();
-    if (!(of = pgd_optim_new(f, &oc, &err)) || !(og = pgd_optim_new(g, &oc, &err)) ||
+    if (nets(b, 1, &f, &g, &err) != 0 || !(of = pgd_optim_new(f, &oc, &err)) || !(og = pgd_optim_new(g, &oc, &err)) ||
         !(pg = make_pg(b, f, g, of, og, 1, &err)) || time_batches(b, pg, train_batch, train, &err) != 0) {
         fail("training", &err);
         goto done;
@@ -195,10 +207,9 @@ static int plan_most(bench *b, int batch)
 {
     const opts *o = &b->o;
     pgd_err err = PGD_ERR_INIT;
-    int m = o->fit / o->patch, most = -1;
-    pgd_net *f = pgd_model_build(b->be, o->arch, o->patch, o->s, 1, &err), *g = NULL;
-    if (f)
-        g = pgd_model_head(b->be, o->s, m, m, o->width, 0.2f, 0, o->classes, 2, &err);
+    int most = -1;
+    pgd_net *f = NULL, *g = NULL;
+    nets(b, 1, &f, &g, &err);
     size_t budget = (size_t)(o->mem_gb * 1073741824.0);
     pgd_plan_req req = {.f = f, .g = g, .moments = 2, .images = batch, .budget = budget,
                         .overhead = pgd_plan_overhead(b->be, budget)};

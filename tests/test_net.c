@@ -798,6 +798,46 @@ static void test_plan_and_forward_limits(void)
     pgd_backend_free(&be);
 }
 
+/* A forward-only net: its plan holds the outputs alone (what pgd_net_plan_bytes says, well under a full plan),
+ * its forwards give the full net's outputs bit for bit in every mode, and backward is refused. */
+static void test_forward_only(void)
+{
+    pgd_backend *be = backend();
+    pgd_err err = PGD_ERR_INIT;
+    pgd_net *full = tiny_resnet(be, 81), *fwd = tiny_resnet(be, 81);
+    CU_ASSERT_EQUAL(pgd_net_plan(fwd, 2, &err), 0); /* a plan made before is released */
+    pgd_net_forward_only(fwd);
+    CU_ASSERT_EQUAL(pgd_net_bytes(fwd), pgd_net_bytes(full));
+    CU_ASSERT_EQUAL(pgd_net_plan(full, 4, &err), 0);
+    CU_ASSERT_EQUAL(pgd_net_plan(fwd, 4, &err), 0);
+    size_t act_full = pgd_net_bytes(full) - pgd_net_bytes(fwd) + pgd_net_plan_bytes(fwd, 4, NULL);
+    CU_ASSERT_EQUAL(act_full, pgd_net_plan_bytes(full, 4, NULL));
+    CU_ASSERT_TRUE(pgd_net_plan_bytes(fwd, 4, NULL) < 0.6 * pgd_net_plan_bytes(full, 4, NULL));
+    printf("\n  tiny resnet, 4 samples: activations %zu bytes, forward only %zu", pgd_net_plan_bytes(full, 4, NULL),
+           pgd_net_plan_bytes(fwd, 4, NULL));
+    size_t count = 4 * 3 * 12 * 12, out = 4 * pgd_net_out_count(full);
+    float *xh = host_alloc(count), *a = host_alloc(out), *b = host_alloc(out);
+    fill_uniform(xh, count, 3, -1.0f, 1.0f);
+    float *xd = dev_alloc(be, count);
+    be->ops->upload(be, xd, xh, count * sizeof(float));
+    static const pgd_net_mode modes[] = {PGD_NET_EVAL, PGD_NET_TRAIN, PGD_NET_FROZEN_BN};
+    for (size_t m = 0; m < sizeof modes / sizeof *modes; m++) {
+        const float *ya = pgd_net_forward(full, xd, 4, modes[m], 5, &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(ya);
+        be->ops->download(be, a, ya, out * sizeof(float));
+        const float *yb = pgd_net_forward(fwd, xd, 4, modes[m], 5, &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(yb);
+        be->ops->download(be, b, yb, out * sizeof(float));
+        CU_ASSERT_EQUAL(memcmp(a, b, out * sizeof(float)), 0);
+    }
+    CU_ASSERT_EQUAL(pgd_net_backward(fwd, xd, NULL, &err), -1);
+    CU_ASSERT(strstr(err.msg, "forward only") != NULL);
+    be->ops->free(be, xd);
+    free(xh), free(a), free(b);
+    pgd_net_free(&full), pgd_net_free(&fwd);
+    pgd_backend_free(&be);
+}
+
 /* --- building errors: each case breaks one call; finish reports the first error ----------------------- */
 
 typedef struct build_case {
@@ -894,6 +934,7 @@ static const pgd_test_case cases[] = {
     {"zero_grad_accumulate", test_zero_grad_accumulate},
     {"init_deterministic", test_init_deterministic},
     {"plan_and_forward_limits", test_plan_and_forward_limits},
+    {"forward_only", test_forward_only},
     {"build_errors", test_build_errors},
     {NULL, NULL},
 };

@@ -45,6 +45,9 @@ static void rig_open(rig *r, const char *arch, int moments, size_t budget)
         r->of = pgd_optim_new(r->f, &oc, &err);
         r->og = pgd_optim_new(r->g, &oc, &err);
         CU_ASSERT_PTR_NOT_NULL_FATAL(r->og);
+    } else { /* inference, as pgd-trainer builds it: no gradient buffers */
+        pgd_net_forward_only(r->f);
+        pgd_net_forward_only(r->g);
     }
     pgd_plan_req req = {.f = r->f, .g = r->g, .moments = moments, .images = B, .budget = budget,
                         .overhead = pgd_plan_overhead(r->be, budget)};
@@ -112,6 +115,46 @@ static void test_planned_vs_measured(void)
             CU_ASSERT_TRUE(diff <= MARGIN && diff >= -MARGIN);
             rig_close(&r);
         }
+    }
+}
+
+/* Inference (forward-only nets, no optimizer): the plan of Z-filling in forwards of `per` and the head's
+ * prediction against the measured peak, and more patches per forward than training fits in the same budget. */
+static void test_planned_vs_measured_infer(void)
+{
+    static const char *const archs[] = {"small_cnn", "resnet18", "mobilenet_v2"};
+    for (size_t a = 0; a < sizeof archs / sizeof archs[0]; a++) {
+        rig r, t;
+        pgd_err err = PGD_ERR_INIT;
+        rig_open(&r, archs[a], 0, (size_t)8 << 30);
+        pgd_patchgd_cfg c = {.max_images = B, .m = GM, .n = GN, .patch = PATCH, .channels = 3, .max_patches = 6,
+                             .epsilon = 1, .seed = 5};
+        for (int ch = 0; ch < 3; ch++)
+            c.mean[ch] = 0.5f, c.std[ch] = 0.25f;
+        uint8_t *px = calloc((size_t)B * MN * PATCH * PATCH * 3, 1);
+        uint32_t cells[B * MN];
+        float probs[B * CLASSES];
+        CU_ASSERT_PTR_NOT_NULL_FATAL(px);
+        for (int i = 0; i < B * MN; i++)
+            cells[i] = (uint32_t)i;
+        pgd_patchgd *pg = pgd_patchgd_new(r.f, r.g, NULL, NULL, &c, &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(pg);
+        CU_ASSERT_EQUAL(pgd_patchgd_fill(pg, px, cells, B * MN, &err), 0);
+        CU_ASSERT_EQUAL(pgd_patchgd_predict(pg, B, probs, &err), 0);
+        pgd_mem_stats st;
+        pgd_backend_mem_stats(r.be, &st);
+        size_t planned = pgd_plan_bytes(&r.plan, 6);
+        double diff = ((double)st.peak_in_use - (double)planned) / (double)planned;
+        rig_open(&t, archs[a], 2, (size_t)8 << 30);
+        printf("\n  %-12s inference, forward of 6: planned %.3f MiB, measured %.3f MiB (%+.3f%%); per patch %.3f MiB "
+               "(training %.3f)", archs[a], planned / MIB, st.peak_in_use / MIB, 100.0 * diff, r.plan.per_patch / MIB,
+               t.plan.per_patch / MIB);
+        CU_ASSERT_TRUE(diff <= MARGIN && diff >= -MARGIN);
+        CU_ASSERT_TRUE(r.plan.per_patch < 0.6 * t.plan.per_patch);
+        pgd_patchgd_free(&pg);
+        free(px);
+        rig_close(&t);
+        rig_close(&r);
     }
 }
 
@@ -349,6 +392,7 @@ static void test_half_bytes(void)
 
 static const pgd_test_case cases[] = {
     {"planned_vs_measured", test_planned_vs_measured},
+    {"planned_vs_measured_infer", test_planned_vs_measured_infer},
     {"budget_holds", test_budget_holds},
     {"cpu_budget", test_cpu_budget},
     {"refusals", test_refusals},

@@ -79,6 +79,9 @@ int pgd_net_init(pgd_net *net, uint64_t seed, pgd_err *err);
 /* --- running --- */
 /* Allocate activations for batches of up to max_n samples (again to grow; a smaller n always fits). */
 int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err);
+/* Marks a net that will only run forward (inference, evaluation): its plans allocate the outputs alone, no
+ * gradient buffers (about half the bytes), and pgd_net_backward fails. Releases a plan made before. */
+void pgd_net_forward_only(pgd_net *net);
 /* The backend bytes pgd_net_plan(net, n) allocates for its activations, each buffer's size passed through
  * round (the backend's allocation granularity; NULL: as requested). Computed, nothing is allocated; the net
  * must be finished (0 otherwise). The memory planner (trainer/plan.h) sizes chunks with it. */

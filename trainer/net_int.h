@@ -56,6 +56,7 @@ struct pgd_net {
     float *params, *grads, *buffers; /* backend memory */
     int64_t *counters;              /* host memory */
     /* Activations (pgd_net_plan). */
+    int forward_only;               /* pgd_net_forward_only: outputs alone, no gradient buffers */
     int max_n;
     float *scratch;                 /* [max_n * largest node output]: second and later gradient contributions */
     size_t act_bytes;

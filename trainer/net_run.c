@@ -89,7 +89,7 @@ int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err)
             nd->gout = net->nodes[nd->in[0]].gout;
         } else {
             nd->out = alloc_act(net, count);
-            nd->gout = alloc_act(net, count);
+            nd->gout = net->forward_only ? NULL : alloc_act(net, count);
         }
         if (nd->op == PGD_OP_BN) {
             nd->save_mean = alloc_act(net, (size_t)nd->c);
@@ -98,8 +98,9 @@ int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err)
             nd->mask = alloc_act(net, n * (size_t)nd->c);
         }
     }
-    net->scratch = alloc_act(net, largest);
-    if (widest_bn && alloc_bn_constants(net, widest_bn, err) < 0) {
+    if (!net->forward_only)
+        net->scratch = alloc_act(net, largest);
+    if (widest_bn && !net->forward_only && alloc_bn_constants(net, widest_bn, err) < 0) {
         pgd_net_release_plan(net);
         return -1;
     }
@@ -138,15 +139,17 @@ size_t pgd_net_plan_bytes(const pgd_net *net, int n, size_t (*round)(size_t byte
         if (nd->op == PGD_OP_INPUT)
             continue;
         if (!can_run_inplace(net, nd))
-            total += 2 * rounded(round, count);
+            total += (net->forward_only ? 1 : 2) * rounded(round, count);
         if (nd->op == PGD_OP_BN)
             total += 2 * rounded(round, (size_t)nd->c);
         else if (nd->op == PGD_OP_DROPOUT)
             total += rounded(round, (size_t)n * (size_t)nd->c);
     }
-    total += rounded(round, largest);
-    if (widest_bn)
-        total += 2 * rounded(round, widest_bn);
+    if (!net->forward_only) {
+        total += rounded(round, largest);
+        if (widest_bn)
+            total += 2 * rounded(round, widest_bn);
+    }
     return total;
 }
 
@@ -467,8 +470,17 @@ static void mark_needs(pgd_net *net, int want_din)
     }
 }
 
+void pgd_net_forward_only(pgd_net *net)
+{
+    if (!net->forward_only)
+        pgd_net_release_plan(net);
+    net->forward_only = 1;
+}
+
 int pgd_net_backward(pgd_net *net, const float *dout, float *din, pgd_err *err)
 {
+    if (net->forward_only)
+        return pgd_fail(err, PGD_EINVAL, "net: backward of a net planned for forward only (pgd_net_forward_only)");
     if (net->last_n < 1)
         return pgd_fail(err, PGD_EINVAL, "net: backward without a forward");
     if (net->last_mode == PGD_NET_EVAL)

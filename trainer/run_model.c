@@ -143,6 +143,10 @@ static int build_patchgd(pgd_run *r, const pgd_wire_header *h, int train, pgd_er
                           (float)r->o.dropout, (int)r->o.head_pool, (int)r->o.classes, seed + 1, err);
     if (!r->g || load_weights(r, err) != 0 || (train && make_optimizers(r, err) != 0))
         return -1;
+    if (!train) { /* evaluation and inference: no gradient buffers (planned and allocated) */
+        pgd_net_forward_only(r->f);
+        pgd_net_forward_only(r->g);
+    }
     int largest = (int)(h->n_images * h->patches_per_image);
     pgd_patchgd_cfg c = {.max_images = (int)r->o.batch_size, .m = (int)h->grid_m, .n = (int)h->grid_n,
                          .patch = (int)h->patch_size, .channels = (int)h->channels,
@@ -170,6 +174,8 @@ static int build_gd(pgd_run *r, const pgd_wire_header *h, int train, pgd_err *er
     r->f = pgd_model_build(r->be, r->o.arch, (int)h->patch_size, (int)r->o.classes, seed, err);
     if (!r->f || load_weights(r, err) != 0 || (train && make_optimizers(r, err) != 0))
         return -1;
+    if (!train)
+        pgd_net_forward_only(r->f);
     pgd_gd_cfg c = {.max_images = (int)r->o.batch_size, .size = (int)h->patch_size, .channels = (int)h->channels,
                     .seed = seed};
     memcpy(c.mean, mean_rgb, sizeof c.mean);
