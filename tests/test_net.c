@@ -798,43 +798,63 @@ static void test_plan_and_forward_limits(void)
     pgd_backend_free(&be);
 }
 
-/* A forward-only net: its plan holds the outputs alone (what pgd_net_plan_bytes says, well under a full plan),
- * its forwards give the full net's outputs bit for bit in every mode, and backward is refused. */
+/* Forward-only nets: outputs in buffers shared by liveness, no gradients. For a tiny ResNet, resnet18 and
+ * mobilenet_v2 (residual adds, in-place ReLUs, ReLU6, the classifier's dropout): the plan holds what
+ * pgd_net_plan_bytes says, far under a full plan; every forward (eval, train, frozen BN) gives the full net's
+ * output bit for bit, and the classifier's input stays readable; backward is refused. */
 static void test_forward_only(void)
 {
     pgd_backend *be = backend();
     pgd_err err = PGD_ERR_INIT;
-    pgd_net *full = tiny_resnet(be, 81), *fwd = tiny_resnet(be, 81);
-    CU_ASSERT_EQUAL(pgd_net_plan(fwd, 2, &err), 0); /* a plan made before is released */
-    pgd_net_forward_only(fwd);
-    CU_ASSERT_EQUAL(pgd_net_bytes(fwd), pgd_net_bytes(full));
-    CU_ASSERT_EQUAL(pgd_net_plan(full, 4, &err), 0);
-    CU_ASSERT_EQUAL(pgd_net_plan(fwd, 4, &err), 0);
-    size_t act_full = pgd_net_bytes(full) - pgd_net_bytes(fwd) + pgd_net_plan_bytes(fwd, 4, NULL);
-    CU_ASSERT_EQUAL(act_full, pgd_net_plan_bytes(full, 4, NULL));
-    CU_ASSERT_TRUE(pgd_net_plan_bytes(fwd, 4, NULL) < 0.6 * pgd_net_plan_bytes(full, 4, NULL));
-    printf("\n  tiny resnet, 4 samples: activations %zu bytes, forward only %zu", pgd_net_plan_bytes(full, 4, NULL),
-           pgd_net_plan_bytes(fwd, 4, NULL));
-    size_t count = 4 * 3 * 12 * 12, out = 4 * pgd_net_out_count(full);
-    float *xh = host_alloc(count), *a = host_alloc(out), *b = host_alloc(out);
-    fill_uniform(xh, count, 3, -1.0f, 1.0f);
-    float *xd = dev_alloc(be, count);
-    be->ops->upload(be, xd, xh, count * sizeof(float));
-    static const pgd_net_mode modes[] = {PGD_NET_EVAL, PGD_NET_TRAIN, PGD_NET_FROZEN_BN};
-    for (size_t m = 0; m < sizeof modes / sizeof *modes; m++) {
-        const float *ya = pgd_net_forward(full, xd, 4, modes[m], 5, &err);
-        CU_ASSERT_PTR_NOT_NULL_FATAL(ya);
-        be->ops->download(be, a, ya, out * sizeof(float));
-        const float *yb = pgd_net_forward(fwd, xd, 4, modes[m], 5, &err);
-        CU_ASSERT_PTR_NOT_NULL_FATAL(yb);
-        be->ops->download(be, b, yb, out * sizeof(float));
-        CU_ASSERT_EQUAL(memcmp(a, b, out * sizeof(float)), 0);
+    for (int k = 0; k < 3; k++) {
+        const char *arch = k == 0 ? "tiny_resnet" : k == 1 ? "resnet18" : "mobilenet_v2";
+        int size = k == 0 ? 12 : 32;
+        pgd_net *full = k == 0 ? tiny_resnet(be, 81) : pgd_model_build(be, arch, size, 10, 81, &err);
+        pgd_net *fwd = k == 0 ? tiny_resnet(be, 81) : pgd_model_build(be, arch, size, 10, 81, &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(full);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(fwd);
+        CU_ASSERT_EQUAL(pgd_net_plan(fwd, 2, &err), 0); /* a plan made before is released */
+        pgd_net_forward_only(fwd);
+        CU_ASSERT_EQUAL(pgd_net_bytes(fwd), pgd_net_bytes(full));
+        CU_ASSERT_EQUAL(pgd_net_plan(full, 4, &err), 0);
+        CU_ASSERT_EQUAL(pgd_net_plan(fwd, 4, &err), 0);
+        size_t act_full = pgd_net_plan_bytes(full, 4, NULL), act_fwd = pgd_net_plan_bytes(fwd, 4, NULL);
+        CU_ASSERT_EQUAL(pgd_net_bytes(full) - act_full, pgd_net_bytes(fwd) - act_fwd);
+        CU_ASSERT_TRUE(act_fwd < act_full / 2);
+        printf("\n  %-12s 4 samples: activations %zu bytes, forward only %zu", arch, act_full, act_fwd);
+        int c, h, w, feat = pgd_net_node_count(full) - 2;
+        pgd_net_node_shape(full, feat, &c, &h, &w);
+        size_t count = 4 * 3 * (size_t)size * size, out = 4 * pgd_net_out_count(full), nf = 4 * (size_t)c * h * w;
+        float *xh = host_alloc(count), *a = host_alloc(out), *b = host_alloc(out);
+        float *fa = host_alloc(nf), *fb = host_alloc(nf);
+        fill_uniform(xh, count, 3, -1.0f, 1.0f);
+        float *xd = dev_alloc(be, count);
+        be->ops->upload(be, xd, xh, count * sizeof(float));
+        static const pgd_net_mode modes[] = {PGD_NET_EVAL, PGD_NET_TRAIN, PGD_NET_FROZEN_BN};
+        for (size_t m = 0; m < sizeof modes / sizeof *modes; m++) {
+            const float *ya = pgd_net_forward(full, xd, 4, modes[m], 5, &err);
+            const float *yb = pgd_net_forward(fwd, xd, 4, modes[m], 5, &err);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(ya);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(yb);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(pgd_net_node_output(fwd, feat));
+            be->ops->download(be, a, ya, out * sizeof(float));
+            be->ops->download(be, b, yb, out * sizeof(float));
+            be->ops->download(be, fa, pgd_net_node_output(full, feat), nf * sizeof(float));
+            be->ops->download(be, fb, pgd_net_node_output(fwd, feat), nf * sizeof(float));
+            CU_ASSERT_EQUAL(memcmp(a, b, out * sizeof(float)), 0);
+            CU_ASSERT_EQUAL(memcmp(fa, fb, nf * sizeof(float)), 0);
+        }
+        int reused = 0;
+        for (int i = 1; i < pgd_net_node_count(fwd); i++)
+            reused += pgd_net_node_output(fwd, i) == NULL;
+        CU_ASSERT_TRUE(reused > 0); /* early outputs were overwritten: NULL, not stale data */
+        CU_ASSERT_EQUAL(pgd_net_backward(fwd, xd, NULL, &err), -1);
+        CU_ASSERT(strstr(err.msg, "forward only") != NULL);
+        pgd_err_clear(&err);
+        be->ops->free(be, xd);
+        free(xh), free(a), free(b), free(fa), free(fb);
+        pgd_net_free(&full), pgd_net_free(&fwd);
     }
-    CU_ASSERT_EQUAL(pgd_net_backward(fwd, xd, NULL, &err), -1);
-    CU_ASSERT(strstr(err.msg, "forward only") != NULL);
-    be->ops->free(be, xd);
-    free(xh), free(a), free(b);
-    pgd_net_free(&full), pgd_net_free(&fwd);
     pgd_backend_free(&be);
 }
 

@@ -79,8 +79,10 @@ int pgd_net_init(pgd_net *net, uint64_t seed, pgd_err *err);
 /* --- running --- */
 /* Allocate activations for batches of up to max_n samples (again to grow; a smaller n always fits). */
 int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err);
-/* Marks a net that will only run forward (inference, evaluation): its plans allocate the outputs alone, no
- * gradient buffers (about half the bytes), and pgd_net_backward fails. Releases a plan made before. */
+/* Marks a net that will only run forward (inference, evaluation): its plans allocate no gradient buffers, and
+ * its nodes' outputs share buffers by liveness (a buffer is reused once no later node reads it), so a forward
+ * holds a few outputs at a time rather than all; pgd_net_backward fails, and pgd_net_node_output gives NULL
+ * for a node whose buffer a later node reused. Releases a plan made before. */
 void pgd_net_forward_only(pgd_net *net);
 /* The backend bytes pgd_net_plan(net, n) allocates for its activations, each buffer's size passed through
  * round (the backend's allocation granularity; NULL: as requested). Computed, nothing is allocated; the net
@@ -128,7 +130,8 @@ size_t pgd_net_bytes(const pgd_net *net);
  * the classifier (node pgd_net_node_count() - 2 in every model of model.h) --- */
 int pgd_net_node_count(const pgd_net *net);
 void pgd_net_node_shape(const pgd_net *net, int node, int *c, int *h, int *w);
-/* Node's output of the last forward, [n, c, h, w] in backend memory; NULL before a forward. */
+/* Node's output of the last forward, [n, c, h, w] in backend memory; NULL before a forward (and, in a
+ * forward-only net, for a node whose buffer a later node reused; the last two nodes' outputs are kept). */
 const float *pgd_net_node_output(const pgd_net *net, int node);
 
 #endif

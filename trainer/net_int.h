@@ -58,6 +58,10 @@ struct pgd_net {
     /* Activations (pgd_net_plan). */
     int forward_only;               /* pgd_net_forward_only: outputs alone, no gradient buffers */
     int max_n;
+    float **slots;                  /* forward-only: the output buffers the nodes share (pgd_net_plan) */
+    int slot_count;
+    int *node_slot;                 /* forward-only: node -> slot, -1 for the input and in-place nodes */
+    unsigned char *kept;            /* forward-only: node's output outlives the forward (no later node reuses it) */
     float *scratch;                 /* [max_n * largest node output]: second and later gradient contributions */
     size_t act_bytes;
     float *bn_ones, *bn_zeros;      /* [widest BN]: constants of the frozen-BN backward (NULL without BN) */

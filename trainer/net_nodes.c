@@ -14,5 +14,7 @@ void pgd_net_node_shape(const pgd_net *net, int node, int *c, int *h, int *w)
 
 const float *pgd_net_node_output(const pgd_net *net, int node)
 {
-    return net->last_n > 0 ? net->nodes[node].y : NULL;
+    if (net->last_n < 1 || (net->forward_only && net->kept && !net->kept[node]))
+        return NULL; /* a forward-only net reused its buffer for a later node */
+    return net->nodes[node].y;
 }

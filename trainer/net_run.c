@@ -1,4 +1,5 @@
 /* net_run.c: running a finished net: activation planning, the forward pass and the backward pass. */
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "common/rng.h"
@@ -7,9 +8,14 @@
 void pgd_net_release_plan(pgd_net *net)
 {
     const pgd_backend_ops *ops = net->be->ops;
+    for (int i = 0; i < net->slot_count; i++)
+        ops->free(net->be, net->slots[i]);
+    free(net->slots), free(net->node_slot), free(net->kept);
+    net->slots = NULL, net->node_slot = NULL, net->kept = NULL;
+    net->slot_count = 0;
     for (int i = 0; i < net->node_count; i++) {
         pgd_node *nd = &net->nodes[i];
-        if (!nd->inplace) {
+        if (!nd->inplace && !net->forward_only) {
             ops->free(net->be, nd->out);
             ops->free(net->be, nd->gout);
         }
@@ -64,6 +70,91 @@ static int alloc_bn_constants(pgd_net *net, size_t c, pgd_err *err)
     return pgd_backend_error(net->be, err);
 }
 
+/* A forward-only net's outputs share buffers ("slots") by liveness: a node's output lives until the last node
+ * that reads it, or reads an alias of it (an in-place ReLU writes its input's buffer; an eval-mode dropout's
+ * output is its input), and the net's output until the next forward. Walking the nodes in order, a node takes
+ * the smallest free slot that holds its output (per sample), else grows the largest free one, else opens one;
+ * a slot frees once its occupant's life has ended before the node that would reuse it (a node never writes
+ * over what it reads). Fills slot[node] (-1: the input, an in-place node), cap[slot] (floats per sample),
+ * kept[node] and returns the slot count, or -1 out of memory. pgd_net_plan and pgd_net_plan_bytes share it. */
+static int assign_slots(const pgd_net *net, int *slot, size_t **capp, unsigned char *kept)
+{
+    int nn = net->node_count, count = 0, *last = malloc((size_t)nn * sizeof *last);
+    int *owner = malloc((size_t)nn * sizeof *owner), *occupant = malloc((size_t)nn * sizeof *occupant);
+    size_t *cap = malloc((size_t)nn * sizeof *cap);
+    if (!last || !owner || !occupant || !cap) {
+        free(last), free(owner), free(occupant), free(cap);
+        return -1;
+    }
+    for (int i = 0; i < nn; i++)
+        last[i] = i == nn - 1 ? nn : i;
+    for (int i = nn - 1; i >= 0; i--) { /* readers come later: last[i] is final when i is reached */
+        const pgd_node *nd = &net->nodes[i];
+        for (int k = 0; k < 2; k++)
+            if (nd->in[k] >= 0 && last[nd->in[k]] < i)
+                last[nd->in[k]] = i;
+        if ((can_run_inplace(net, nd) || nd->op == PGD_OP_DROPOUT) && last[nd->in[0]] < last[i])
+            last[nd->in[0]] = last[i];
+    }
+    for (int i = 0; i < nn; i++) {
+        const pgd_node *nd = &net->nodes[i];
+        int inplace = nd->op != PGD_OP_INPUT && can_run_inplace(net, nd);
+        owner[i] = inplace ? owner[nd->in[0]] : i;
+        slot[i] = -1;
+        if (nd->op == PGD_OP_INPUT || inplace)
+            continue;
+        size_t need = pgd_node_count(nd);
+        int best = -1, widest = -1;
+        for (int s = 0; s < count; s++) {
+            if (last[occupant[s]] >= i)
+                continue;
+            if (cap[s] >= need && (best < 0 || cap[s] < cap[best]))
+                best = s;
+            if (widest < 0 || cap[s] > cap[widest])
+                widest = s;
+        }
+        if (best < 0 && widest >= 0)
+            cap[best = widest] = need;
+        if (best < 0)
+            cap[best = count++] = need;
+        occupant[best] = i;
+        slot[i] = best;
+    }
+    for (int i = 0; i < nn; i++) {
+        int o = owner[i];
+        kept[i] = slot[o] < 0 || occupant[slot[o]] == o; /* the input's is the caller's */
+    }
+    free(last), free(owner), free(occupant);
+    *capp = cap;
+    return count;
+}
+
+/* A forward-only net's slots for n samples, and every node's output in them (an in-place node's is its
+ * input's). A failed allocation shows in the backend's sticky error. */
+static int plan_slots(pgd_net *net, size_t n)
+{
+    size_t *cap = NULL;
+    net->node_slot = malloc((size_t)net->node_count * sizeof *net->node_slot);
+    net->kept = malloc((size_t)net->node_count);
+    if (!net->node_slot || !net->kept)
+        return -1;
+    int count = assign_slots(net, net->node_slot, &cap, net->kept);
+    if (count < 0 || !(net->slots = calloc((size_t)count + 1, sizeof *net->slots))) {
+        free(cap);
+        return -1;
+    }
+    net->slot_count = count;
+    for (int s = 0; s < count; s++)
+        net->slots[s] = alloc_act(net, n * cap[s]);
+    free(cap);
+    for (int i = 0; i < net->node_count; i++) {
+        pgd_node *nd = &net->nodes[i];
+        if (nd->op != PGD_OP_INPUT)
+            nd->out = nd->inplace ? net->nodes[nd->in[0]].out : net->slots[net->node_slot[i]];
+    }
+    return 0;
+}
+
 int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err)
 {
     if (!net->finished)
@@ -87,9 +178,9 @@ int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err)
             nd->inplace = 1;
             nd->out = net->nodes[nd->in[0]].out;
             nd->gout = net->nodes[nd->in[0]].gout;
-        } else {
+        } else if (!net->forward_only) {
             nd->out = alloc_act(net, count);
-            nd->gout = net->forward_only ? NULL : alloc_act(net, count);
+            nd->gout = alloc_act(net, count);
         }
         if (nd->op == PGD_OP_BN) {
             nd->save_mean = alloc_act(net, (size_t)nd->c);
@@ -97,6 +188,10 @@ int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err)
         } else if (nd->op == PGD_OP_DROPOUT) {
             nd->mask = alloc_act(net, n * (size_t)nd->c);
         }
+    }
+    if (net->forward_only && plan_slots(net, n) != 0) {
+        pgd_net_release_plan(net);
+        return pgd_fail(err, PGD_ENOMEM, "net: out of memory for %d nodes", net->node_count);
     }
     if (!net->forward_only)
         net->scratch = alloc_act(net, largest);
@@ -138,8 +233,8 @@ size_t pgd_net_plan_bytes(const pgd_net *net, int n, size_t (*round)(size_t byte
             largest = count;
         if (nd->op == PGD_OP_INPUT)
             continue;
-        if (!can_run_inplace(net, nd))
-            total += (net->forward_only ? 1 : 2) * rounded(round, count);
+        if (!can_run_inplace(net, nd) && !net->forward_only)
+            total += 2 * rounded(round, count);
         if (nd->op == PGD_OP_BN)
             total += 2 * rounded(round, (size_t)nd->c);
         else if (nd->op == PGD_OP_DROPOUT)
@@ -149,8 +244,16 @@ size_t pgd_net_plan_bytes(const pgd_net *net, int n, size_t (*round)(size_t byte
         total += rounded(round, largest);
         if (widest_bn)
             total += 2 * rounded(round, widest_bn);
+        return total;
     }
-    return total;
+    int *slot = malloc((size_t)net->node_count * sizeof *slot);
+    unsigned char *kept = malloc((size_t)net->node_count);
+    size_t *cap = NULL;
+    int count = slot && kept ? assign_slots(net, slot, &cap, kept) : -1;
+    for (int s = 0; s < count; s++)
+        total += rounded(round, (size_t)n * cap[s]);
+    free(slot), free(kept), free(cap);
+    return count < 0 ? SIZE_MAX : total; /* out of host memory: nothing fits */
 }
 
 size_t pgd_net_half_bytes(const pgd_net *net, int n, size_t (*round)(size_t bytes))
