@@ -77,6 +77,7 @@ int pgd_embed_run(const pgd_embed_opts *o, pgd_err *err)
         goto fail;
     }
     int batch = (int)o->batch < n ? (int)o->batch : n;
+    pgd_net_forward_only(net); /* the logits and the classifier's input outlive the forward */
     if (pgd_net_plan(net, batch, err) != 0)
         goto fail;
     for (int done = 0; done < n; done += batch) {
