@@ -186,6 +186,8 @@ gpu-check:
 # Our CPU backend against PyTorch (fp64 the reference) on ResNet50, MobileNetV2 and PatchGD's steps, where
 # python3 imports torch, torchvision and numpy; no GPU needed (docs/gpu.md).
 torch-check: all
+	@python3 -c 'import torch, torchvision, numpy' 2>/dev/null || \
+	  { echo "torch-check: python3 cannot import torch, torchvision and numpy (pip install torch torchvision numpy)"; exit 1; }
 	@python3 tests/gpu/torch_compare.py --tool $(BUILD)/tests/gpu/gpu_compare --work $(BUILD)/torch-check --backends cpu
 
 # The main job: synthetic slides, PatchGD and GD trained and evaluated, a table (launch/demo.sh).
