@@ -371,12 +371,17 @@ static void run_graph(const run_spec *r, run_out *o)
                            r->shm_sink ? "--shm" : NULL, r->shm_sink, NULL};
     snprintf(o->digest, sizeof o->digest, "%s", digest);
     pid_t kp = spawn("pgd-sink", kargs, digest, sinklog);
-    int64_t t0 = pgd_clock_ms(), stopped_at = -1;
+    int64_t t0 = pgd_clock_ms(), stopped_at = -1, ready_at = -1;
     int acted = 0;
+    char victim_log[600];
+    snprintf(victim_log, sizeof victim_log, "%s/%s.loader0.log", d, r->tag);
     for (;;) {
         fake_pump(&fk);
         int64_t t = pgd_clock_ms() - t0;
-        if (!acted && r->action != ACT_NONE && t >= r->act_ms) {
+        /* the victim acts on the stream once it serves (however slow its start), act_ms at the earliest */
+        if (ready_at < 0 && r->action != ACT_NONE && file_has(victim_log, "serving"))
+            ready_at = t;
+        if (!acted && ready_at >= 0 && t >= r->act_ms && t >= ready_at + 200) {
             kill(lp[0], r->action == ACT_KILL ? SIGKILL : SIGSTOP);
             acted = 1;
             stopped_at = t;
