@@ -74,9 +74,9 @@ static pgd_patchgd *make_pg(bench *b, pgd_net *f, pgd_net *g, pgd_optim *of, pgd
     c.max_images = o->batch;
     c.m = c.n = o->fit / o->patch;
     c.patch = o->patch, c.channels = 3;
-    c.max_patches = o->max_patches ? o->max_patches : (train && !o->inner_chunk && step > o->fill_chunk ? step
-                                                                                                 : o->fill_chunk);
-    if (!train && o->max_patches && o->max_patches > o->fill_chunk)
+    int want = train && !o->inner_chunk && step > o->fill_chunk ? step : o->fill_chunk;
+    c.max_patches = o->max_patches ? o->max_patches : want;
+    if (!train && c.max_patches > o->fill_chunk) /* inference forwards no more than a fill message */
         c.max_patches = o->fill_chunk;
     c.epsilon = (int)b->plan.zeta;
     c.fill_train_mode = train && !o->inner_chunk;
@@ -202,24 +202,14 @@ done:
 }
 
 /* The patches per backbone forward that the trainer's memory plan (trainer/plan.h) fits into --mem-gb with
- * `batch` images and the optimizer (0: not even one; -1: the plan failed). */
-static int plan_most(bench *b, int batch)
+ * the training nets f and g, `batch` images and the optimizer (0: not even one; -1: the plan failed). */
+static int plan_most(bench *b, pgd_net *f, pgd_net *g, int batch, pgd_err *err)
 {
-    const opts *o = &b->o;
-    pgd_err err = PGD_ERR_INIT;
-    int most = -1;
-    pgd_net *f = NULL, *g = NULL;
-    nets(b, 1, &f, &g, &err);
-    size_t budget = (size_t)(o->mem_gb * 1073741824.0);
+    size_t budget = (size_t)(b->o.mem_gb * 1073741824.0);
     pgd_plan_req req = {.f = f, .g = g, .moments = 2, .images = batch, .budget = budget,
                         .overhead = pgd_plan_overhead(b->be, budget)};
     pgd_plan p;
-    if (g && pgd_plan_make(&req, &p, &err) == 0)
-        most = p.most;
-    pgd_net_free(&f), pgd_net_free(&g);
-    if (most < 0)
-        fail("the memory plan", &err);
-    return most;
+    return pgd_plan_make(&req, &p, err) == 0 ? p.most : -1;
 }
 
 /* With --mem-gb, as pgd-trainer plans: --batch 0 becomes the largest batch (up to 4096) whose inner step (B x k
@@ -228,21 +218,27 @@ static int plan_most(bench *b, int batch)
 static int plan_batch(bench *b)
 {
     opts *o = &b->o;
-    int step = o->inner_chunk, most = 0;
-    if (o->batch == 0) {
+    pgd_err err = PGD_ERR_INIT;
+    pgd_net *f = NULL, *g = NULL;
+    int most = -1;
+    if (nets(b, 1, &f, &g, &err) == 0 && o->batch == 0) {
+        most = 0;
         for (int batch = 1; batch <= 4096; batch++) {
-            int n = plan_most(b, batch), need = step ? step : batch * (int)b->plan.k;
-            if (n < 0)
-                return -1;
-            if (n < need)
+            int n = plan_most(b, f, g, batch, &err), need = o->inner_chunk ? o->inner_chunk : batch * (int)b->plan.k;
+            if (n < need) {
+                most = n < 0 ? -1 : most;
                 break;
+            }
             o->batch = batch, most = n;
         }
-        if (o->batch == 0) {
-            fprintf(stderr, "patchgd_bench: not even a batch of 1 fits %.3g GiB\n", o->mem_gb);
-            return -1;
-        }
-    } else if ((most = plan_most(b, o->batch)) < 0) {
+    } else if (g) {
+        most = plan_most(b, f, g, o->batch, &err);
+    }
+    pgd_net_free(&f), pgd_net_free(&g);
+    if (most < 0)
+        return fail("the memory plan", &err);
+    if (o->batch == 0) {
+        fprintf(stderr, "patchgd_bench: not even a batch of 1 fits %.3g GiB\n", o->mem_gb);
         return -1;
     }
     int largest = o->batch * (int)b->plan.k > o->fill_chunk ? o->batch * (int)b->plan.k : o->fill_chunk;
@@ -341,10 +337,11 @@ static int parse(int argc, char **argv, opts *o)
         else
             return -1;
     }
-    if (o->patch < 32 || o->fit < o->patch || o->fit % o->patch || o->batch < 0 || (o->batch == 0 && !(o->mem_gb > 0)) || o->s < 1 || o->width < 1 ||
+    if (o->patch < 32 || o->fit < o->patch || o->fit % o->patch || o->batch < 0 || o->s < 1 || o->width < 1 ||
         o->classes < 2 || o->fill_chunk < 1 || o->max_patches < 0 || o->inner_chunk < 0 || o->batches < 0 ||
         o->warmup < 0 || !(o->sampling > 0 && o->sampling <= 1) || !(o->mem_gb >= 0) ||
-        pgd_precision_parse(o->precision) < 0 || (strcmp(o->device, "cpu") && strcmp(o->device, "cuda")))
+        (o->batch == 0 && o->mem_gb == 0) || pgd_precision_parse(o->precision) < 0 ||
+        (strcmp(o->device, "cpu") && strcmp(o->device, "cuda")))
         return -1;
     return 0;
 }

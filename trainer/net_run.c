@@ -76,7 +76,7 @@ static int alloc_bn_constants(pgd_net *net, size_t c, pgd_err *err)
  * the smallest free slot that holds its output (per sample), else grows the largest free one, else opens one;
  * a slot frees once its occupant's life has ended before the node that would reuse it (a node never writes
  * over what it reads). Fills slot[node] (-1: the input, an in-place node), cap[slot] (floats per sample),
- * kept[node] and returns the slot count, or -1 out of memory. pgd_net_plan and pgd_net_plan_bytes share it. */
+ * kept[node] (when not NULL) and returns the slot count, or -1 out of memory. pgd_net_plan and pgd_net_plan_bytes share it. */
 static int assign_slots(const pgd_net *net, int *slot, size_t **capp, unsigned char *kept)
 {
     int nn = net->node_count, count = 0, *last = malloc((size_t)nn * sizeof *last);
@@ -120,7 +120,7 @@ static int assign_slots(const pgd_net *net, int *slot, size_t **capp, unsigned c
         occupant[best] = i;
         slot[i] = best;
     }
-    for (int i = 0; i < nn; i++) {
+    for (int i = 0; kept && i < nn; i++) {
         int o = owner[i];
         kept[i] = slot[o] < 0 || occupant[slot[o]] == o; /* the input's is the caller's */
     }
@@ -174,13 +174,10 @@ int pgd_net_plan(pgd_net *net, int max_n, pgd_err *err)
             largest = count;
         if (nd->op == PGD_OP_INPUT)
             continue;
-        if (can_run_inplace(net, nd)) {
-            nd->inplace = 1;
-            nd->out = net->nodes[nd->in[0]].out;
-            nd->gout = net->nodes[nd->in[0]].gout;
-        } else if (!net->forward_only) {
-            nd->out = alloc_act(net, count);
-            nd->gout = alloc_act(net, count);
+        nd->inplace = can_run_inplace(net, nd);
+        if (!net->forward_only) { /* a forward-only net's outputs go in shared slots (plan_slots, below) */
+            nd->out = nd->inplace ? net->nodes[nd->in[0]].out : alloc_act(net, count);
+            nd->gout = nd->inplace ? net->nodes[nd->in[0]].gout : alloc_act(net, count);
         }
         if (nd->op == PGD_OP_BN) {
             nd->save_mean = alloc_act(net, (size_t)nd->c);
@@ -247,12 +244,11 @@ size_t pgd_net_plan_bytes(const pgd_net *net, int n, size_t (*round)(size_t byte
         return total;
     }
     int *slot = malloc((size_t)net->node_count * sizeof *slot);
-    unsigned char *kept = malloc((size_t)net->node_count);
     size_t *cap = NULL;
-    int count = slot && kept ? assign_slots(net, slot, &cap, kept) : -1;
+    int count = slot ? assign_slots(net, slot, &cap, NULL) : -1;
     for (int s = 0; s < count; s++)
         total += rounded(round, (size_t)n * cap[s]);
-    free(slot), free(kept), free(cap);
+    free(slot), free(cap);
     return count < 0 ? SIZE_MAX : total; /* out of host memory: nothing fits */
 }
 

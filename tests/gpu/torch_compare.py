@@ -165,6 +165,13 @@ def l2_rel(ours, ref):
     return float((ours - ref).norm() / ref.norm())
 
 
+def max_rel(ours, ref):
+    """Max-norm relative error of two float64 vectors."""
+    m = float(ref.abs().max())
+    err = float((ours - ref).abs().max())
+    return err / m if m > 0 else err
+
+
 class Report:
     def __init__(self):
         self.failures = []
@@ -366,13 +373,6 @@ def compare_net(arch, model, x, labels, bn, outs, device, rep):
         for name, b in r64["bufs"].items():
             rep.check("%s %s" % (what, name), load(os.path.join(out, "buffer.%s.npy" % name)), b, LOGIT_TOL,
                       r32["bufs"][name])
-
-
-def max_rel(ours, ref):
-    """Max-norm relative error of two float64 vectors."""
-    m = float(ref.abs().max())
-    err = float((ours - ref).abs().max())
-    return err / m if m > 0 else err
 
 
 def check_half(arch, tool, work, backends, rep):
